@@ -1,1 +1,3 @@
-"""practise-plugin."""
+"""practise-plugin: few-shot and data-free network acceleration."""
+
+__version__ = "0.1.0"

@@ -71,9 +71,7 @@ def _torchvision(name: str, num_classes: int | None) -> ModelBundle:
         raise ModelError(f"torchvision has no model named {name!r}.{hint}")
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     model = torchvision.models.get_model(name, weights=None, **kwargs)
-    size = {"inception_v3": 299}.get(name, 224)
-    if name.startswith("vit_"):
-        size = int(name.rsplit("_", 1)[-1]) if name.rsplit("_", 1)[-1].isdigit() else 224
+    size = int(getattr(model, "image_size", None) or (299 if name == "inception_v3" else 224))
     dc = DataConfig((3, size, size), IMAGENET_MEAN, IMAGENET_STD, "bilinear", 0.875)
     return ModelBundle(model, dc, f"torchvision:{name}", num_classes or 1000)
 
