@@ -36,7 +36,7 @@ def register_surgery(op: str) -> Callable[[SurgeryFn], SurgeryFn]:
 
 
 def replay_surgery(model: nn.Module, surgery: list[dict[str, Any]], data_config: DataConfig) -> nn.Module:
-    from . import drop, torch_pruning  # noqa: F401 - importing registers their replay functions
+    from . import channels, drop  # noqa: F401 - importing registers their replay functions
 
     for op in surgery:
         if op.get("op") not in _SURGERY:
