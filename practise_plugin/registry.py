@@ -7,6 +7,7 @@ point resolves names here, so a typo fails the same way everywhere, with the lis
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Any
 
 from .errors import ConfigError
@@ -26,7 +27,11 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
 
 
 def _load_builtin() -> None:
-    from . import strategies  # noqa: F401 - importing registers the built-in strategies
+    """Import the built-in strategy modules (each registers itself); lazy, to avoid import cycles."""
+    from .strategies import BUILTIN
+
+    for module in BUILTIN:
+        importlib.import_module(f"{__package__}.strategies.{module}")
 
 
 def list_strategies() -> list[str]:

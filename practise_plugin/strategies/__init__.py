@@ -1,3 +1,3 @@
-"""Built-in strategies; importing this package registers each of them by name."""
+"""Built-in strategies, one module each; :mod:`practise_plugin.registry` imports them on first use."""
 
-from . import practise  # noqa: F401
+BUILTIN = ("practise",)

@@ -1,0 +1,32 @@
+"""Shared fixtures: the built-in trained teacher and real Fashion-MNIST images (loaded once per session)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from practise_plugin import builtin
+from practise_plugin.models import load_model
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def teacher():
+    return load_model("builtin")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """200 real Fashion-MNIST training images, 20 per class."""
+    return builtin.tiny_set(200, seed=0)
+
+
+def random_model(spec: str):
+    """A randomly initialised timm/torchvision model (structure tests need no weights)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        return load_model(spec)

@@ -1,0 +1,42 @@
+"""Selection: lowest R/saving first, until the *measured* saving meets the target."""
+
+from __future__ import annotations
+
+import pytest
+
+from practise_plugin import ConfigError, TargetError, select_blocks
+
+R = {"a": 1.0, "b": 0.2, "c": 0.5, "d": 0.1}
+SAVING = {"a": 0.10, "b": 0.05, "c": 0.10, "d": 0.0}  # d saves nothing: never worth dropping
+
+
+def additive(names):
+    return sum(SAVING[n] for n in names) * 0.9  # measured combined saving a bit below the prediction
+
+
+def test_order_is_by_recoverability_per_saving():
+    sel = select_blocks(R, SAVING, num_blocks=2)
+    assert sel.order[:3] == ["b", "c", "a"] and sel.order[-1] == "d"  # 4.0, 5.0, 10.0, inf
+    assert sel.blocks == ["b", "c"] and sel.measured is None
+
+
+def test_keeps_adding_until_measured_target_is_met():
+    sel = select_blocks(R, SAVING, latency_reduction=0.15, measure=additive)
+    # prediction 0.15 with b+c, measured 0.135 < 0.15, so a is added and measured 0.225
+    assert sel.blocks == ["b", "c", "a"]
+    assert [h["blocks"] for h in sel.history] == [["b", "c"], ["b", "c", "a"]]
+    assert sel.measured == pytest.approx(0.225)
+
+
+def test_unreachable_target_says_what_is_reachable():
+    with pytest.raises(TargetError, match=r"dropping all 3 candidates .* measures 22\.5%.*at most 0\.22"):
+        select_blocks(R, SAVING, latency_reduction=0.5, measure=additive)
+
+
+def test_bad_requests():
+    with pytest.raises(ConfigError):
+        select_blocks(R, SAVING)
+    with pytest.raises(TargetError, match="choose 1..4"):
+        select_blocks(R, SAVING, num_blocks=7)
+    with pytest.raises(ConfigError, match=r"fraction in \(0, 1\)"):
+        select_blocks(R, SAVING, latency_reduction=22, measure=additive)
