@@ -366,14 +366,16 @@ def _interleaved(ra: Runner, rb: Runner, rounds: int | None, budget_s: float) ->
     return _sample(pair, rounds, budget_s)
 
 
-def _ab_result(pairs: list[tuple[np.ndarray, np.ndarray]], ra: Runner, rb: Runner, backend: str, device: str,
-               batch_size: int, input_size: tuple[int, int, int]) -> ABResult:
-    """Ratio of each pair's fastest runs. Other jobs on the machine can only add time to a run, so the
-    fastest of a short burst is the model's own cost; the median over pairs then cancels slower drift
-    (clock frequency, cache state), and the spread of the ratios shows what drift remains."""
-    ta, tb = (np.stack(side) for side in zip(*pairs))
+def _time_ab(ra: Runner, rb: Runner, warmup: int | None, rounds: int | None, budget_s: float, backend: str,
+             device: str, batch_size: int, input_size: tuple[int, int, int]) -> ABResult:
+    """Warm both models up, time them in alternating bursts, and take the ratio of each pair's fastest
+    runs. Other jobs on the machine can only add time to a run, so the fastest of a short burst is the
+    model's own cost; the median over pairs then cancels slower drift (clock frequency, cache state), and
+    the spread of the ratios shows what drift remains."""
+    _warm_up([ra, rb], warmup, budget_s)
+    ta, tb = (np.stack(side) for side in zip(*_interleaved(ra, rb, rounds, budget_s)))
     p10, med, p90 = np.percentile(tb.min(1) / ta.min(1), [10, 50, 90])
-    return ABResult(float(med), float(p10), float(p90), len(pairs),
+    return ABResult(float(med), float(p10), float(p90), len(ta),
                     summarize(ta.ravel(), backend, device, batch_size, input_size, ra.threads),
                     summarize(tb.ravel(), backend, device, batch_size, input_size, rb.threads))
 
@@ -400,10 +402,8 @@ def compare_latency(
                         _macs_result(model_b, input_size, batch_size, device))
     x = example_input(input_size, batch_size)
     with eval_mode(model_a), eval_mode(model_b), timing_session(backend, device, num_threads) as prepare:
-        ra, rb = prepare(model_a, x), prepare(model_b, x)
-        _warm_up([ra, rb], warmup, min_time_s)
-        pairs = _interleaved(ra, rb, rounds, min_time_s)
-    return _ab_result(pairs, ra, rb, backend, device, batch_size, input_size)
+        return _time_ab(prepare(model_a, x), prepare(model_b, x), warmup, rounds, min_time_s, backend, device,
+                        batch_size, input_size)
 
 
 def measure_reduction(teacher: nn.Module, student: nn.Module, input_size: tuple[int, int, int],
@@ -503,10 +503,8 @@ def block_latency_table(
         with eval_mode(model), timing_session(backend, device, num_threads) as prepare:
             ra = prepare(model, x)  # the base is prepared (converted, compiled) once for all blocks
             for name in _progress(names, backend, progress):
-                rb = prepare(drop_blocks(model, [name]), x)
-                _warm_up([ra, rb], None, min_time_s)
-                results[name] = _ab_result(_interleaved(ra, rb, rounds, min_time_s), ra, rb, backend, device,
-                                           batch_size, input_size)
+                results[name] = _time_ab(ra, prepare(drop_blocks(model, [name]), x), None, rounds, min_time_s,
+                                         backend, device, batch_size, input_size)
     table = LatencyTable(
         backend, device, batch_size, input_size,
         base_ms=float(np.median([r.a.median_ms for r in results.values()])),
