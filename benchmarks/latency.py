@@ -27,7 +27,14 @@ import torch
 from practise_plugin.discover import Block, count_macs, discover_blocks
 from practise_plugin.drop import drop_blocks
 from practise_plugin.io import atomic_path, atomic_write_json, atomic_write_text
-from practise_plugin.latency import block_latency_table, compare_latency, eval_mode, example_input, machine_name
+from practise_plugin.latency import (
+    block_latency_table,
+    compare_latency,
+    eval_mode,
+    example_input,
+    machine_name,
+    torch_threads,
+)
 from practise_plugin.models import load_model
 
 MODELS = {
@@ -147,13 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     import openvino as ov
 
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # torch only traces and counts MACs here; one thread avoids contention with OpenVINO
     start = time.perf_counter()
-    try:
+    with torch_threads(1):  # torch only traces and counts MACs here; one thread avoids contention with OpenVINO
         rows = [r for name in args.models for r in bench_model(name, mode, args.threads, not args.no_progress)]
-    finally:
-        torch.set_num_threads(torch_threads)
     meta = {"mode": mode, "threads": args.threads, "machine": machine_name("openvino", "cpu"),
             "python": platform.python_version(), "torch": torch.__version__, "openvino": ov.get_version(),
             "seconds": round(time.perf_counter() - start, 1)}

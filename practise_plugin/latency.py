@@ -220,8 +220,8 @@ class _OpenVINORunner:
 
 
 @contextlib.contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Fix torch's intra-op thread count for the session and restore the caller's afterwards."""
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Fix torch's intra-op thread count (None: leave it) for the block, then restore the caller's."""
     before = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
@@ -254,7 +254,7 @@ def timing_session(backend: str, device: str, num_threads: int | None) -> Iterat
             def prepare(model: nn.Module, x: torch.Tensor) -> Runner:
                 return _OpenVINORunner(model, x, num_threads)
         elif backend == "torch":
-            stack.enter_context(_torch_threads(num_threads))
+            stack.enter_context(torch_threads(num_threads))
 
             def prepare(model: nn.Module, x: torch.Tensor) -> Runner:
                 return _TorchRunner(model, x)

@@ -24,7 +24,7 @@ from torch import nn
 from .data import DataConfig, ImageSet
 from .errors import ConfigError, DataError, ExportError, ModelError
 from .io import atomic_dir, ensure_writable_dir
-from .latency import eval_mode, example_input
+from .latency import eval_mode, example_input, torch_threads
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -42,8 +42,11 @@ TOLERANCES: dict[str, dict[str, float]] = {
 
 
 def to_openvino(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1) -> ov.Model:
-    """Convert in eval mode with a static (batch, C, H, W) input: the shape deployment and latency use."""
-    with eval_mode(model), torch.no_grad():
+    """Convert in eval mode with a static (batch, C, H, W) input: the shape deployment and latency use.
+
+    Tracing runs on one torch thread: its cost is mostly Python overhead, and on a busy machine extra
+    OpenMP threads made it 2-5x slower (ResNet-50: 3 s on one thread, 6-17 s on two, load average 8)."""
+    with eval_mode(model), torch.no_grad(), torch_threads(1):
         try:
             return ov.convert_model(model, example_input=example_input(input_size, batch_size),
                                     input=[(batch_size, *input_size)])
