@@ -1,5 +1,5 @@
 """CLI subcommands, one module each; ``COMMANDS`` fixes their order in ``practise --help``."""
 
-from . import strategies
+from . import bench, export, strategies
 
-COMMANDS = [strategies]
+COMMANDS = [strategies, bench, export]

@@ -1,0 +1,201 @@
+"""OpenVINO export: real conversion, NNCF quantization and inference, checked against torch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+from torch import nn
+
+from practise_plugin.builtin import test_set as fmnist_test_set
+from practise_plugin.builtin import tiny_set
+from practise_plugin.builtin.fmnist import FMNIST_CLASSES
+from practise_plugin.data import ImageSet
+from practise_plugin.errors import ConfigError, DataError, ExportError
+from practise_plugin.models import load_model
+from practise_plugin.openvino import TOLERANCES, export_openvino, load_openvino, read_ir_config
+
+FMNIST = (1, 28, 28)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tracing on one thread: on a shared 2-core machine more threads only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return load_model("builtin")
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return tiny_set(64)
+
+
+@pytest.fixture(scope="module")
+def exports(teacher, calibration, tmp_path_factory):
+    """The built-in model exported at each precision (shared: conversion is the slow part)."""
+    root = tmp_path_factory.mktemp("ir")
+    return {p: export_openvino(teacher.model, FMNIST, root / p, precision=p, calibration=calibration,
+                               data_config=teacher.data_config, class_names=list(FMNIST_CLASSES))
+            for p in ("fp32", "fp16", "int8")}
+
+
+def _infer(xml, images: torch.Tensor, exact_f32: bool = True) -> np.ndarray:
+    request = load_openvino(xml, num_threads=1, exact_f32=exact_f32).create_infer_request()
+    return np.concatenate([request.infer({0: x[None].numpy()})[0] for x in images])
+
+
+def _torch(model: nn.Module, images: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return model(images).numpy()
+
+
+def test_fp32_ir_matches_torch_within_a_ten_thousandth_of_the_output_scale(teacher, exports):
+    r = exports["fp32"]
+    assert r.checked and r.tolerance == {"rtol": 1e-4} and r.check_inputs == 16
+    assert r.max_abs_err <= 1e-4 * r.max_ref_abs
+    assert sorted(p.name for p in r.xml.parent.iterdir()) == ["model.bin", "model.json", "model.xml"]
+    # Independently of the export's own check: load the files as deployment does and compare.
+    images = fmnist_test_set(full=False).images[:8]
+    ref = _torch(teacher.model, images)
+    np.testing.assert_allclose(_infer(r.xml, images), ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    # OpenVINO's default CPU arithmetic (bf16 where supported) may differ more, but not in the answer.
+    assert (_infer(r.xml, images, exact_f32=False).argmax(1) == ref.argmax(1)).all()
+
+
+def test_ir_config_carries_preprocessing_and_class_names(teacher, exports):
+    r = exports["fp32"]
+    cfg = read_ir_config(r.xml)
+    assert cfg.data_config == teacher.data_config and cfg.class_names == list(FMNIST_CLASSES)
+    assert cfg.batch_size == 1 and cfg.precision == "fp32"
+    saved = json.loads(r.config.read_text())
+    assert saved["input_size"] == [1, 28, 28] and saved["check"]["max_abs_err"] == r.max_abs_err
+    assert load_openvino(r.xml.parent).input(0).shape == ov.Shape([1, 1, 28, 28])  # static, as timed
+
+
+def test_fp16_halves_the_weights_and_stays_within_a_hundredth(exports):
+    fp32, fp16 = exports["fp32"], exports["fp16"]
+    assert 0.45 < fp16.bin.stat().st_size / fp32.bin.stat().st_size < 0.6
+    assert fp16.tolerance == TOLERANCES["fp16"]
+    assert fp32.max_abs_err < fp16.max_abs_err <= 1e-2 * fp16.max_ref_abs
+
+
+def test_int8_is_quantized_and_keeps_accuracy_on_real_test_images(teacher, exports):
+    r = exports["int8"]
+    assert r.top1_agreement >= 0.9 and r.mean_cosine >= 0.98
+    ops = {op.get_type_name() for op in ov.Core().read_model(r.xml).get_ops()}
+    assert "FakeQuantize" in ops
+    test = fmnist_test_set(full=False).subset(list(range(200)))
+    torch_acc = (_torch(teacher.model, test.images).argmax(1) == test.labels.numpy()).mean()
+    int8_acc = (_infer(r.xml, test.images).argmax(1) == test.labels.numpy()).mean()
+    assert torch_acc > 0.85 and int8_acc >= torch_acc - 0.03, (torch_acc, int8_acc)
+
+
+def test_int8_without_calibration_names_the_options(teacher, tmp_path):
+    with pytest.raises(DataError, match="calibration") as e:
+        export_openvino(teacher.model, FMNIST, tmp_path / "ir", precision="int8")
+    assert "--data" in str(e.value) and "synthetic" in str(e.value)
+    assert not (tmp_path / "ir").exists()
+
+
+def test_unknown_precision(teacher, tmp_path):
+    with pytest.raises(ConfigError, match="fp32, fp16, int8"):
+        export_openvino(teacher.model, FMNIST, tmp_path / "ir", precision="int4")
+
+
+def test_timm_model_at_batch_2(tmp_path):
+    bundle = load_model("timm:resnet18", input_size=(3, 64, 64))
+    r = export_openvino(bundle.model, (3, 64, 64), tmp_path / "r18", batch_size=2, data_config=bundle.data_config)
+    assert r.max_abs_err <= 1e-4 * r.max_ref_abs and r.check_inputs == 16
+    compiled = load_openvino(r.xml, exact_f32=True)
+    assert compiled.input(0).shape == ov.Shape([2, 3, 64, 64])
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    ref = _torch(bundle.model, x)
+    got = compiled.create_infer_request().infer({0: x.numpy()})[0]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+
+
+class _BranchOnData(nn.Module):
+    """Data-dependent control flow: tracing on the example input freezes one branch into the IR."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(x).mean((2, 3))
+        return 2 * y if bool(x.mean() > 0.5) else y
+
+
+class _PythonState(nn.Module):
+    """Scales by how often it was called: OpenVINO's converter sees its trace disagree with eager torch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.calls = nn.Conv2d(3, 4, 3), 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.conv(x).mean((2, 3)) * self.calls
+
+
+class _InterruptedOnData(nn.Module):
+    """Raises KeyboardInterrupt (as Ctrl-C would) on the check's real images, after the IR was saved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        if not torch.jit.is_tracing() and bool((x > 100).any()):
+            raise KeyboardInterrupt
+        return self.conv(x).mean((2, 3))
+
+
+def test_mismatching_ir_raises_and_writes_nothing(tmp_path):
+    bright = ImageSet(torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) + 1.0)
+    with pytest.raises(ExportError, match="does not match the torch model"):
+        export_openvino(_BranchOnData(), (3, 8, 8), tmp_path / "ir", calibration=bright)
+    with pytest.raises(ExportError, match="could not convert"):
+        export_openvino(_PythonState(), (3, 8, 8), tmp_path / "ir")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_export_leaves_nothing_half_written(tmp_path):
+    marked = ImageSet(torch.full((4, 3, 8, 8), 1000.0))
+    with pytest.raises(KeyboardInterrupt):
+        export_openvino(_InterruptedOnData(), (3, 8, 8), tmp_path / "new", calibration=marked)
+    assert list(tmp_path.iterdir()) == []
+
+    good = export_openvino(_InterruptedOnData(), (3, 8, 8), tmp_path / "ir")
+    before = {p.name: p.read_bytes() for p in good.xml.parent.iterdir()}
+    with pytest.raises(KeyboardInterrupt):
+        export_openvino(_InterruptedOnData(), (3, 8, 8), tmp_path / "ir", precision="fp16", calibration=marked)
+    assert {p.name: p.read_bytes() for p in good.xml.parent.iterdir()} == before  # the earlier export survives
+    assert [p.name for p in tmp_path.iterdir()] == ["ir"]  # and no temporary folder is left
+
+
+def test_bad_output_folders_are_refused_before_any_work(tmp_path):
+    model = _InterruptedOnData()
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(ExportError, match="is a file"):
+        export_openvino(model, (3, 8, 8), a_file)
+    with pytest.raises(ExportError, match="not writable"):
+        export_openvino(model, (3, 8, 8), a_file / "ir")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.md").write_text("mine")
+    with pytest.raises(ExportError, match="notes.md"):
+        export_openvino(model, (3, 8, 8), busy)
+    assert (busy / "notes.md").read_text() == "mine" and a_file.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "file.txt"]
