@@ -161,15 +161,15 @@ def recover(
         opt.step()
         sched.step()
         if step % 10 == 0 or step == cfg.iters - 1:
-            log.losses.append((step, float(loss)))
-            bar.set_postfix(loss=f"{float(loss):.4g}")
+            log.losses.append((step, loss.item()))
+            bar.set_postfix(loss=f"{loss.item():.4g}")
         if ckpt_path is not None and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iters:
             atomic_torch_save({
                 "student": student.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                 "gen": gen.get_state(), "losses": log.losses, "step": step + 1,
             }, ckpt_path)
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, loss.item())
     if ckpt_path is not None and ckpt_path.exists():
         ckpt_path.unlink()
     student.eval()
