@@ -59,8 +59,56 @@ def remove_channels(
         if not dg.check_pruning_group(group):
             raise ModelError(f"Torch-Pruning refuses to remove channels {idxs[:8]}... of {path}")
         group.prune()
-    history = [[name, bool(out), _plain(idxs)] for name, out, idxs in dg.pruning_history()]
-    return {"op": "torch_pruning", "history": history}
+    return _history(dg)
+
+
+def _history(dg: tp.DependencyGraph) -> dict[str, Any]:
+    return {"op": "torch_pruning", "history": [[n, bool(out), _plain(i)] for n, out, i in dg.pruning_history()]}
+
+
+def feature_writer(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+    """The last conv/linear that runs before the pre-pooling feature map (it sets that map's width)."""
+    from .discover import trace_forward
+    from .features import feature_fn, find_feature_point
+
+    point = find_feature_point(model, example_input)
+    order = trace_forward(model, example_input, fn=lambda m, x: feature_fn(m, point)(x)).order
+    layers = [n for n in order if isinstance(model.get_submodule(n), (nn.Conv2d, nn.Linear))]
+    if not layers:
+        raise ModelError("no conv or linear layer runs before the feature map; nothing to prune")
+    return model.get_submodule(max(layers, key=order.__getitem__))
+
+
+def prune_uniform(
+    model: nn.Module, example_input: torch.Tensor, ratio: float, *, importance: str = "l1",
+    ignored_layers: Sequence[nn.Module] = (), round_to: int | None = None, keep_feature_width: bool = True,
+) -> dict[str, Any]:
+    """Channel-prune ``model`` in place at a uniform ``ratio`` per layer (Torch-Pruning's MetaPruner).
+
+    The classic filter-pruning baseline: every group loses the same fraction of channels, ranked by
+    the L1 or L2 norm of its weights. The classifier head is never pruned, and with
+    ``keep_feature_width`` neither is the group that sets the pre-pooling feature width, so the student
+    can still mimic the teacher's features (as in MiR). Returns the surgery record.
+    """
+    if not 0 < ratio < 1:
+        raise ModelError(f"pruning ratio must be in (0, 1), got {ratio}")
+    norms = {"l1": 1, "l2": 2}
+    if importance not in norms:
+        raise ModelError(f"unknown channel importance {importance!r}; choose l1 or l2")
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == _num_outputs(model, example_input)]
+    if keep_feature_width:
+        heads.append(feature_writer(model, example_input))
+    pruner = tp.pruner.BasePruner(
+        model, example_input, importance=tp.importance.MagnitudeImportance(p=norms[importance]),
+        pruning_ratio=ratio, ignored_layers=list(ignored_layers) + heads, round_to=round_to,
+    )
+    pruner.step()
+    return _history(pruner.DG)
+
+
+def _num_outputs(model: nn.Module, example_input: torch.Tensor) -> int:
+    with torch.no_grad():
+        return int(model(example_input).shape[-1])
 
 
 @register_surgery("torch_pruning")

@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         "OpenVINO export and latency. Run `practise compress` with no arguments for the built-in demo.",
     )
     parser.add_argument("--version", action="version", version=f"practise-plugin {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show warnings from torch, timm, NNCF and OpenVINO")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS:
         cmd.add_parser(sub)
@@ -36,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    if not getattr(args, "verbose", False):
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|timm|nncf|openvino)")
+    if not args.verbose:
+        for category in (UserWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=category, module=r"(torch|timm|nncf|openvino)")
     try:
         return int(args.func(args) or 0)
     except PractiseError as e:

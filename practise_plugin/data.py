@@ -212,7 +212,7 @@ def load_image_files(
 
 def from_uint8(images: np.ndarray, labels: np.ndarray | None, cfg: DataConfig, source: str) -> ImageSet:
     """uint8 arrays (N, H, W) grey or (N, H, W, 3) colour -> ImageSet resized for ``cfg``."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    x = torch.from_numpy(np.array(images, dtype=np.float32)).div_(255.0)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
     c, h, w = cfg.input_size
     if x.shape[1] != c:

@@ -1,5 +1,5 @@
 """CLI subcommands, one module each; ``COMMANDS`` fixes their order in ``practise --help``."""
 
-from . import bench, export, strategies
+from . import bench, compress, discover, export, strategies
 
-COMMANDS = [strategies, bench, export]
+COMMANDS = [compress, discover, bench, export, strategies]
