@@ -19,7 +19,7 @@ import torch
 
 A1 = 0.01  # weight of the bias term in the pruning objective (the paper's alpha_1)
 A2 = 0.008  # weight of the bias term in the quantization-scale objective (the paper's alpha_2)
-RTOL = 1e-10  # eigenvalues below RTOL * largest count as zero (rank-deficient Gram: pseudo-inverse)
+RTOL = 1e-10  # Gram pivots/eigenvalues below RTOL * the largest count as zero (then: pseudo-inverse)
 
 
 def prune_coefficients(
@@ -37,11 +37,11 @@ def prune_coefficients(
     Where ``M_j`` is singular we return ``pinv(M_j) r_j``, the minimum-norm minimiser.
 
     Every ``M_j`` is the shared ``G`` plus a rank-one term, so one factorisation per layer serves all
-    pruned channels (float64): when ``G`` has a Cholesky factor with every pivot above ``RTOL`` times its
-    largest diagonal entry, each ``M_j^-1`` follows by Sherman-Morrison (solver ``"cholesky"``); otherwise (more kept filters than filter entries, duplicate
-    filters) ``H = G + p p^T`` is eigendecomposed, ``M_j`` is diagonal plus rank one on ``H``'s range, which
-    is also ``M_j``'s range, and the same identity gives the pseudo-inverse (solver ``"pinv"``). A pruned
-    channel with ``gamma_j = 0`` is constant; it gets no coefficients.
+    pruned channels (float64). When ``G`` has a Cholesky factor with every pivot above ``RTOL`` times its
+    largest diagonal entry, each ``M_j^-1`` follows by Sherman-Morrison (solver ``"cholesky"``). Otherwise
+    (more kept filters than filter entries, duplicate filters) ``H = G + p p^T`` is eigendecomposed; on
+    ``H``'s range, which is also ``M_j``'s, ``M_j`` is diagonal plus rank one and the same identity gives the
+    pseudo-inverse (solver ``"pinv"``). A pruned channel with ``gamma_j = 0`` is constant: no coefficients.
     """
     out_dtype = R_kept.dtype
     Rk, Kk, Rp, Kp, ap = (t.detach().to(torch.float64) for t in (R_kept, K_kept, R_pruned, K_pruned, a_pruned))
