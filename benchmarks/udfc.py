@@ -1,0 +1,206 @@
+"""UDFC vs Neuron Merging vs plain pruning on a real trained network and real test images.
+
+Why it exists: the paper's claim is an ordering (UDFC > Neuron Merging > Prune at 30/40/50% pruning
+with 4- and 6-bit weights, no data, no fine-tuning). This reproduces that grid on the built-in
+Fashion-MNIST ResNet-34-layout network (``practise_plugin.models.load_model("builtin")``) with the full
+10k Fashion-MNIST test split, adds quantization-only rows, and times the whole pass on ResNet-50 on CPU.
+
+    python benchmarks/udfc.py --quick          # smoke test, <= 60 s, prints the table
+    python benchmarks/udfc.py                  # full grid; writes benchmarks/results/udfc.{json,md,png}
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from practise_plugin.data import ImageSet  # noqa: E402
+from practise_plugin.io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir  # noqa: E402
+from practise_plugin.models import load_model  # noqa: E402
+from practise_plugin.udfc.pipeline import run_pass  # noqa: E402
+
+METHODS = ("prune", "nm", "udfc")
+LABEL = {"prune": "Prune", "nm": "NM", "udfc": "UDFC", "plain": "plain quant", "udfc+bn": "UDFC + BN fold"}
+# METHODS.md section 3: CIFAR-10 ResNet-56 (93.88), 4-bit weights, l2/l1 criterion.
+PAPER_R56_W4 = {
+    0.3: {"prune": (76.95, 74.46), "nm": (85.22, 84.41), "udfc": (90.33, 90.28)},
+    0.4: {"prune": (46.44, 49.68), "nm": (76.56, 77.89), "udfc": (86.99, 87.29)},
+    0.5: {"prune": (24.34, 25.58), "nm": (56.18, 56.45), "udfc": (81.90, 81.60)},
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="1000 test images, 30%% / 4-bit / l2 only, ResNet-18 timing; prints only")
+    p.add_argument("--out", type=Path, default=None, help="results folder (full mode default: benchmarks/results)")
+    p.add_argument("--criteria", default="l2,l1", help="comma-separated filter criteria (full mode)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+def accuracy(model: torch.nn.Module, images: ImageSet, batch_size: int = 1000) -> float:
+    with torch.inference_mode():
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in images.batches(batch_size))
+    return correct / len(images)
+
+
+def one_row(bundle, images, *, criterion: str, ratio: float, bits: int | None, method: str, fold: bool = False) -> dict:
+    compressed, _, report = run_pass(
+        bundle.model, bundle.example_input(), ratio=ratio, criterion=criterion, bits=bits, method=method,
+        a1=0.01, a2=0.008, fold_into_bn=fold,
+    )
+    label = "udfc+bn" if fold else ("plain" if ratio == 0 and method == "prune" else method)
+    row = {"criterion": criterion, "ratio": ratio, "bits": bits, "method": label, "top1": accuracy(compressed, images),
+           "params": report.params_after, "pass_seconds": round(report.seconds["total"], 3)}
+    print(f"  {criterion} ratio={ratio:.1f} bits={bits} {LABEL[label]:>14s}: top-1 {100 * row['top1']:.2f}%", flush=True)
+    return row
+
+
+def time_pass(arch: str, repeats: int) -> dict[str, Any]:
+    """Wall time of the full UDFC pass (30% pruning + 6-bit) on a random-init torchvision model, 224x224."""
+    import torchvision
+
+    model = torchvision.models.get_model(arch, weights=None).eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for _ in range(repeats):
+        _, _, report = run_pass(model, x, ratio=0.3, criterion="l2", bits=6, method="udfc", a1=0.01, a2=0.008)
+        runs.append(report.seconds)
+    best = min(runs, key=lambda s: s["total"])
+    return {"arch": arch, "repeats": repeats, "median_total_s": statistics.median(r["total"] for r in runs),
+            "best": {k: round(v, 3) for k, v in best.items()}, "load_avg_1min": os.getloadavg()[0],
+            "threads": torch.get_num_threads()}
+
+
+def ordering(rows: list[dict]) -> list[dict]:
+    """Per (criterion, ratio, bits): the three accuracies and whether UDFC > NM > Prune holds."""
+    out = []
+    keys = sorted({(r["criterion"], r["ratio"], r["bits"] or 0) for r in rows if r["ratio"] > 0})
+    for crit, ratio, bits in keys:
+        acc = {r["method"]: r["top1"] for r in rows
+               if (r["criterion"], r["ratio"], r["bits"] or 0) == (crit, ratio, bits)}
+        if all(m in acc for m in METHODS):
+            out.append({"criterion": crit, "ratio": ratio, "bits": bits or None, **acc,
+                        "udfc>nm>prune": acc["udfc"] > acc["nm"] > acc["prune"]})
+    return out
+
+
+def markdown(base: float, rows: list[dict], grid: list[dict], timing: dict, meta: dict) -> str:
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    lines = [
+        "# UDFC benchmark (measured)", "",
+        f"Network: {meta['network']}; test set: {meta['test_set']}; fp32 top-1 **{pct(base)}**.",
+        f"Command: `{meta['command']}`. Data-free: no image is used by any method; no fine-tuning.", "",
+        "## Pruning + quantization (uniform ratio on every prunable conv; weights k-bit, symmetric per tensor)", "",
+        "| criterion | pruned | bits | Prune | NM | UDFC | UDFC > NM > Prune |", "|---|---|---|---|---|---|---|",
+    ]
+    for g in grid:
+        bits = g["bits"] if g["bits"] else "fp32"
+        lines.append(f"| {g['criterion']} | {int(100 * g['ratio'])}% | {bits} | {pct(g['prune'])} | {pct(g['nm'])} | "
+                     f"{pct(g['udfc'])} | {'yes' if g['udfc>nm>prune'] else '**no**'} |")
+    q = [r for r in rows if r["ratio"] == 0]
+    if q:
+        lines += ["", "## Quantization only", "", "| bits | plain quant | UDFC (scale into consumer) | UDFC + BN fold |",
+                  "|---|---|---|---|"]
+        for bits in sorted({r["bits"] for r in q}):
+            acc = {r["method"]: r["top1"] for r in q if r["bits"] == bits}
+            lines.append(f"| {bits} | {pct(acc['plain'])} | {pct(acc['udfc'])} | "
+                         f"{pct(acc['udfc+bn']) if 'udfc+bn' in acc else '-'} |")
+    b = timing["best"]
+    lines += ["", "## Pass time", "",
+              f"{timing['arch']} (random init, 224x224), 30% pruning + 6-bit, CPU, {timing['threads']} threads, "
+              f"1-min load average {timing['load_avg_1min']:.1f} (shared machine): median of {timing['repeats']} "
+              f"runs **{timing['median_total_s']:.2f} s**; best run: analyse {b['analyse']} s, closed forms + "
+              f"compensation {b['compensate']} s, channel removal {b['remove']} s, quantization {b['quantize']} s "
+              f"(paper: 2 s on one GPU).", "",
+              "## Paper, for reference (CIFAR-10 ResNet-56, 93.88, 4-bit, l2/l1)", "",
+              "| pruned | Prune | NM | UDFC |", "|---|---|---|---|"]
+    for ratio, r in PAPER_R56_W4.items():
+        lines.append(f"| {int(100 * ratio)}% | " + " | ".join(f"{r[m][0]}/{r[m][1]}" for m in METHODS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(base: float, rows: list[dict], dest: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bits_list = sorted({r["bits"] for r in rows if r["ratio"] > 0 and r["bits"]})
+    fig, axes = plt.subplots(1, len(bits_list), figsize=(5 * len(bits_list), 4), squeeze=False)
+    for ax, bits in zip(axes[0], bits_list):
+        for method, color in zip(METHODS, ("tab:red", "tab:orange", "tab:blue")):
+            for crit, style in (("l2", "-"), ("l1", "--")):
+                pts = sorted((r["ratio"], r["top1"]) for r in rows
+                             if r["bits"] == bits and r["method"] == method and r["criterion"] == crit and r["ratio"] > 0)
+                if pts:
+                    ax.plot([100 * p[0] for p in pts], [100 * p[1] for p in pts], style, marker="o", color=color,
+                            label=f"{LABEL[method]} ({crit})")
+        ax.axhline(100 * base, color="grey", lw=0.8, label="fp32")
+        ax.set(title=f"{bits}-bit weights", xlabel="filters pruned per layer (%)", ylabel="top-1 (%)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Built-in Fashion-MNIST ResNet, data-free, no fine-tuning")
+    fig.tight_layout()
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    torch.set_num_threads(args.threads)
+    out = args.out or (None if args.quick else Path(__file__).resolve().parent / "results")
+    if out is not None:
+        ensure_writable_dir(out)
+    from practise_plugin.builtin import test_set
+
+    t0 = time.perf_counter()
+    bundle = load_model("builtin")
+    images = test_set()
+    if args.quick:
+        images = images.subset(torch.arange(0, len(images), max(1, len(images) // 1000)))
+        criteria, ratios, bits_list, qbits, arch, repeats = ["l2"], [0.3], [4], [4], "resnet18", 1
+    else:
+        criteria, ratios, bits_list, qbits, arch, repeats = args.criteria.split(","), [0.3, 0.4, 0.5], [4, 6], [4, 6], "resnet50", 3
+    base = accuracy(bundle.model, images)
+    print(f"fp32 top-1 {100 * base:.2f}% on {len(images)} images ({images.source})", flush=True)
+    rows = []
+    for crit in criteria:
+        for bits in bits_list:
+            for ratio in ratios:
+                rows += [one_row(bundle, images, criterion=crit, ratio=ratio, bits=bits, method=m) for m in METHODS]
+    if not args.quick:  # pruning alone separates the two halves of the method
+        rows += [one_row(bundle, images, criterion=criteria[0], ratio=r, bits=None, method=m) for r in ratios for m in METHODS]
+    for bits in qbits:
+        rows += [one_row(bundle, images, criterion="l2", ratio=0.0, bits=bits, method=m) for m in ("prune", "udfc")]
+        if not args.quick:  # our extension: residual-stream layers compensated through their BN
+            rows.append(one_row(bundle, images, criterion="l2", ratio=0.0, bits=bits, method="udfc", fold=True))
+    timing = time_pass(arch, repeats)
+    grid = ordering(rows)
+    command = "python benchmarks/udfc.py" + (" --quick" if args.quick else "") + ("" if args.criteria == "l2,l1" else f" --criteria {args.criteria}")
+    meta = {"network": f"builtin ({bundle.spec}, trained top-1 {bundle.meta.get('test_top1')})",
+            "test_set": f"{images.source}, {len(images)} images", "command": command,
+            "seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__}
+    text = markdown(base, rows, grid, timing, meta)
+    print("\n" + text)
+    if out is not None:
+        atomic_write_json(out / "udfc.json", {"meta": meta, "fp32_top1": base, "rows": rows, "ordering": grid, "timing": timing})
+        atomic_write_text(out / "udfc.md", text)
+        plot(base, rows, out / "udfc.png")
+        print(f"wrote {out / 'udfc.json'}, {out / 'udfc.md'}, {out / 'udfc.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
