@@ -7,10 +7,12 @@ point resolves names here, so a typo fails the same way everywhere, with the lis
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .strategies.base import Strategy, StrategyConfig
+
+if TYPE_CHECKING:  # strategies import this module to register themselves: no import cycle at run time
+    from .strategies.base import Strategy, StrategyConfig
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 
@@ -46,6 +48,8 @@ def get_strategy(name: str) -> Strategy:
 
 def build_config(name: str, params: dict[str, Any] | StrategyConfig | None = None, **overrides: Any) -> StrategyConfig:
     """The config of strategy ``name`` from a mapping (JSON entry) and/or keyword overrides."""
+    from .strategies.base import StrategyConfig
+
     cls = get_strategy(name).config_cls
     if isinstance(params, StrategyConfig):
         if not isinstance(params, cls):

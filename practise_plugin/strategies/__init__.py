@@ -1,3 +1,3 @@
 """Built-in strategies; importing this package registers each of them by name."""
 
-from . import practise  # noqa: F401
+from . import swd  # noqa: F401
