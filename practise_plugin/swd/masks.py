@@ -2,8 +2,8 @@
 
 Why it exists: SWD decays exactly the weights that the final prune would remove, so the mask must be
 the pruning criterion itself, recomputed from the current weights at every batch and global across the
-network. Both criteria expose the same small interface (``params``, ``keep_masks``, ``kept_params``) so
-the regulariser, the hard prune and the magnitude baseline share one definition of "what goes".
+network. Both criteria expose the same small interface (``params`` and ``decide()``) so the
+regulariser, the hard prune and the magnitude baseline share one definition of "what goes".
 
 Structured counting is the delicate part: removing a channel removes the conv that produces it, its
 BatchNorm entries and the next layers' input slices, and residual-coupled channels can only go together.
@@ -73,8 +73,9 @@ class MagnitudeCriterion:
 class _Layer:
     """A module whose parameter count depends on how many of its in/out channels remain.
 
-    count(out, in) = per_out_in * out * in + per_out * out: a conv has k*k/groups weights per
-    (out, in) pair and a bias per out channel; a depthwise conv or a norm layer only scales with out.
+    With ``out`` and ``in`` channels left it holds ``per_out_in * out * in + per_out * out``: a conv has
+    k*k/groups weights per (out, in) pair and a bias per out channel; a depthwise conv or a norm layer
+    only scales with out.
     """
 
     def __init__(self, module: nn.Module) -> None:
@@ -94,13 +95,10 @@ class _Layer:
             self.per_out_in, self.per_out = 0.0, own / w.shape[0]
         else:
             raise ModelError(
-                f"cannot count the parameters of {type(module).__name__} when its channels are removed; "
-                "exclude it from structured pruning or use mode='unstructured'"
+                f"structured SWD cannot count the parameters of {type(module).__name__} when its channels are "
+                "removed; use mode='unstructured' for this model"
             )
         self.params = own
-
-    def count(self, out: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
-        return self.per_out_in * out * inp + self.per_out * out
 
 
 def _is_depthwise(conv: nn.modules.conv._ConvNd) -> bool:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data import ImageSet
 from .masks import make_criterion
-from .prune import hard_prune, param_stats
+from .prune import hard_prune, param_stats, removed_norm_fraction
 from .regularizer import SWDRegularizer
 from .train import labelled, make_schedule, train
 
@@ -63,6 +63,7 @@ def compress(
         criterion = make_criterion(student, config.mode, config.target, example)
         decision = criterion.decide()
         finetune, tag = schedule, "baseline_finetune"
+    stats["removed_norm_fraction"] = removed_norm_fraction(criterion.params, decision.masks)
     surgery, fixed_masks = hard_prune(student, criterion, decision, example)
     if decision.removed is not None:
         stats["removed_channels"] = int(decision.removed.sum())

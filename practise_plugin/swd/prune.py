@@ -27,6 +27,18 @@ def param_stats(model: nn.Module) -> dict[str, int]:
     }
 
 
+@torch.no_grad()
+def removed_norm_fraction(params: list[nn.Parameter], masks: list[torch.Tensor]) -> float:
+    """||w * (1 - m)|| / ||w|| over the criterion's parameters: how much the hard prune is about to cut.
+
+    SWD's point is to drive this to ~0 before pruning; for one-shot pruning it is what fine-tuning
+    must make up for.
+    """
+    cut = sum(float((p * ~m).pow(2).sum()) for p, m in zip(params, masks))
+    whole = sum(float(p.pow(2).sum()) for p in params)
+    return (cut / whole) ** 0.5 if whole > 0 else 0.0
+
+
 def hard_prune(
     model: nn.Module, criterion: MagnitudeCriterion | ChannelCriterion, decision: Decision, example_input: torch.Tensor
 ) -> tuple[list[dict[str, Any]], list[tuple[nn.Parameter, torch.Tensor]] | None]:
