@@ -191,6 +191,13 @@ def test_strategy_and_baseline_prune_to_the_same_budget(teacher, images, mode, t
         assert not swd.surgery and swd.stats["weight_sparsity"] > 0.94
 
 
+def test_optional_finetune_keeps_pruned_weights_at_zero(teacher, images):
+    config = SWDConfig(mode="unstructured", target=0.9, steps=3, batch_size=32, finetune_epochs=1)
+    result = get_strategy("swd").apply(teacher, images, config, _ctx())
+    assert len(result.stats["finetune_history"]) == 1  # one epoch of 96 // 32 = 3 steps after the prune
+    assert result.stats["weight_sparsity"] >= 0.9 - 1e-6  # momentum and weight decay did not regrow them
+
+
 def test_resume_after_interruption_gives_the_same_weights(teacher, images, tmp_path, monkeypatch):
     config = SWDConfig(mode="unstructured", target=0.9, steps=6, batch_size=32, checkpoint_every=2)
     straight = get_strategy("swd").apply(teacher, images, config, _ctx(tmp_path / "a"))
