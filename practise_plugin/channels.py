@@ -35,8 +35,13 @@ def _plain(idxs: Sequence[Any]) -> list[int]:
 
 
 def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
-    """A Torch-Pruning graph of ``model`` *as it is now* (build it after any block surgery)."""
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    """A Torch-Pruning graph of ``model`` *as it is now* (build it after any block surgery).
+
+    Tracing needs autograd, so it is enabled here: callers may sit inside ``torch.no_grad()``
+    (evaluation code loading a checkpoint, for one).
+    """
+    with torch.enable_grad():
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
 
 
 def remove_channels(

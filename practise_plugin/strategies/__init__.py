@@ -1,3 +1,3 @@
 """Built-in strategies, one module each; :mod:`practise_plugin.registry` imports them on first use."""
 
-BUILTIN = ("practise", "udfc")
+BUILTIN = ("practise", "swd", "udfc")
