@@ -1,5 +1,5 @@
 """CLI subcommands, one module each; ``COMMANDS`` fixes their order in ``practise --help``."""
 
-from . import bench, export, strategies
+from . import bench, export, nncf, strategies
 
-COMMANDS = [strategies, bench, export]
+COMMANDS = [strategies, bench, export, nncf]
