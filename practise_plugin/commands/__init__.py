@@ -1,5 +1,5 @@
 """CLI subcommands, one module each; ``COMMANDS`` fixes their order in ``practise --help``."""
 
-from . import bench, compress, discover, export, strategies
+from . import bench, compress, discover, export, nncf, strategies
 
-COMMANDS = [compress, discover, bench, export, strategies]
+COMMANDS = [compress, nncf, discover, bench, export, strategies]
