@@ -29,8 +29,6 @@ from practise_plugin.registry import list_strategies
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "integrations" / "nncf"
 FAST_PRACTISE = {"num_blocks": 2, "recover_iters": 20, "recoverability": "none", "batch_size": 32}
-needs_udfc = pytest.mark.skipif("udfc" not in list_strategies(), reason="the udfc strategy is not merged yet")
-needs_swd = pytest.mark.skipif("swd" not in list_strategies(), reason="the swd strategy is not merged yet")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -134,7 +132,6 @@ def test_run_config_script_exports_ir(teacher, tiny_64, test_images, tmp_path):
     assert (ir_top1(tmp_path / "ir" / "model.xml", images) == teacher_top1).mean() >= 0.98
 
 
-@needs_udfc
 def test_udfc_example_is_data_free(teacher, test_images, tmp_path):
     ctrl = run_config(teacher, example("udfc.json"), None, tmp_path / "ir", progress=False)
     udfc, weights = ctrl.statistics()["entries"]
@@ -144,7 +141,6 @@ def test_udfc_example_is_data_free(teacher, test_images, tmp_path):
     assert (ir_top1(tmp_path / "ir" / "model.xml", images) == teacher_top1).mean() >= 0.95
 
 
-@needs_swd
 def test_swd_example_then_int8(teacher, tiny_64, test_images, tmp_path):
     cfg = example("swd.json", mode="structured", target=0.3, steps=20, batch_size=32)
     ctrl = run_config(teacher, cfg, tiny_64, tmp_path / "ir", progress=False)
@@ -226,8 +222,6 @@ def test_entries_that_cannot_run_fail_before_any_work(teacher, entry, message):
 
 
 def test_strategy_that_needs_data_says_so(teacher):
-    if "swd" not in list_strategies():
-        pytest.skip("the swd strategy (needs images) is not merged yet")
     with pytest.raises(DataError, match="needs images"):
         create_compressed_model(teacher, {"compression": {"algorithm": "swd"}}, None)
 
