@@ -86,6 +86,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="builtin", help=f"model to compress (default: builtin); {SPEC_FORMS}")
     p.add_argument("--weights", type=Path, help="state_dict to load onto --model (bring your own trained weights)")
+    p.add_argument("--config", type=Path, metavar="JSON", help="an NNCF-style config (\"compression\": [...]) to run "
+                   "instead of --strategy; the IR and report.json go to --out (same as `practise nncf`)")
     p.add_argument("--strategy", default="practise", help="strategy name (default: practise); list: `practise strategies`")
     p.add_argument("--data", type=Path, help="folder of images (one sub-folder per class, or flat; labels optional); "
                    "out-of-domain images work for practise. Default for builtin: shipped Fashion-MNIST images")
@@ -121,9 +123,12 @@ def run(args: argparse.Namespace) -> int:
     out = ensure_writable_dir(args.out)
     strategy = get_strategy(args.strategy)
     options = _options(args)
+    if args.config is not None and options:
+        raise ConfigError(f"with --config, put strategy options in the config's \"params\", not on the command line "
+                          f"(got --{', --'.join(k.replace('_', '-') for k in options)})")
     bundle = load_model(args.model, weights=args.weights)
     demo = _is_builtin(bundle.spec)
-    if demo and "recover_iters" not in options and "recover_iters" in {f.name for f in dataclasses.fields(strategy.config_cls)}:
+    if demo and args.config is None and "recover_iters" not in options and "recover_iters" in {f.name for f in dataclasses.fields(strategy.config_cls)}:
         options["recover_iters"] = DEMO_RECOVER_ITERS
         console.print(f"built-in demo: --recover-iters {DEMO_RECOVER_ITERS} (the paper uses 2000; pass the flag to change)")
     seed = int(options.get("seed", 0))
@@ -144,6 +149,15 @@ def run(args: argparse.Namespace) -> int:
         eval_set = builtin.test_set()
     else:
         eval_set = data
+    if args.config is not None:
+        from ..nncf import run_config
+        from .nncf import print_statistics
+
+        controller = run_config(bundle, args.config, data, out / "openvino", work_dir=out / ".work",
+                                device=args.device, latency_backend=args.latency_backend, num_threads=args.threads,
+                                progress=not args.quiet)
+        print_statistics(controller, args.config, out / "openvino", "model")
+        return 0
     console.print(f"model {bundle.spec} | strategy {strategy.name} | data "
                   f"{'data-free (synthetic)' if data is None else f'{len(data)} images from {data.source}'}")
 

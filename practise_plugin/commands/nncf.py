@@ -64,12 +64,17 @@ def run(args: argparse.Namespace) -> int:
         check=not args.no_check, work_dir=args.work_dir, device=args.device, latency_backend=args.latency_backend,
         num_threads=args.threads, progress=False if args.no_progress else None,
     )
+    print_statistics(controller, args.config, args.out, args.name)
+    return 0
+
+
+def print_statistics(controller, config: Path, out: Path, name: str) -> None:
+    """The per-entry table and where the IR went (shared with ``practise compress --config``)."""
     stats = controller.statistics()
-    table = Table("#", "algorithm", "seconds", "result", title=f"{args.config.name} on {stats['model']}")
+    table = Table("#", "algorithm", "seconds", "result", title=f"{Path(config).name} on {stats['model']}")
     for e in stats["entries"]:
         table.add_row(str(e["index"]), e["algorithm"], f"{e['seconds']:.1f}", _summary(e))
     console = Console()
     console.print(table)
-    console.print(f"wrote {args.out / (args.name + '.xml')} ({stats['precision']}, batch {stats['batch_size']}) "
-                  f"and {args.out / REPORT_NAME}")
-    return 0
+    console.print(f"wrote {out / (name + '.xml')} ({stats['precision']}, batch {stats['batch_size']}) "
+                  f"and {out / REPORT_NAME}")
