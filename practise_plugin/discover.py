@@ -156,12 +156,12 @@ def discover_blocks(
         )
     found.sort(key=lambda b: (trace.order[b.path], b.branch or 0))
     if count_cost:
-        found = [_with_cost(model, b, example_input[:1]) for b in found]
+        found = _with_cost(model, found, example_input[:1])
     return found
 
 
-def count_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass (torch's FLOP counter / 2).
+def _flop_counts(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """MACs per module path ("" for the whole model) from one pass of torch's FLOP counter.
 
     Runs with autograd enabled on purpose: under no_grad, nn.MultiheadAttention takes a fused fast path
     that the FLOP counter cannot see."""
@@ -169,15 +169,36 @@ def count_macs(model: nn.Module, x: torch.Tensor) -> int:
 
     with FlopCounterMode(display=False) as fc:
         model(x)
-    return int(fc.get_total_flops() // 2)
+    root = type(model).__name__
+    out = {}
+    for key, ops in fc.get_flop_counts().items():
+        if key == "Global":
+            out[""] = int(sum(ops.values()) // 2)
+        elif key.startswith(root + "."):
+            out[key[len(root) + 1 :]] = int(sum(ops.values()) // 2)
+    return out
 
 
-def _with_cost(model: nn.Module, block: Block, x: torch.Tensor) -> Block:
+def count_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass (torch's FLOP counter / 2)."""
+    return _flop_counts(model, x)[""]
+
+
+def _with_cost(model: nn.Module, blocks: list[Block], x: torch.Tensor) -> list[Block]:
+    """MACs and parameters each candidate removes: read off one counted pass for whole blocks, measured by
+    dropping for branches (a branch is not a module of its own)."""
     from .drop import dropped_temporarily
 
-    base = count_macs(model, x)
+    per_module = _flop_counts(model, x)
     n_params = sum(p.numel() for p in model.parameters())
-    with dropped_temporarily(model, [block.name]):
-        macs = base - count_macs(model, x)
-        params = n_params - sum(p.numel() for p in model.parameters())
-    return Block(**{**asdict(block), "macs": macs, "params": params})
+    out = []
+    for b in blocks:
+        if b.branch is None:
+            macs = per_module.get(b.path, 0)
+            params = sum(p.numel() for p in model.get_submodule(b.path).parameters())
+        else:
+            with dropped_temporarily(model, [b.name]):
+                macs = per_module[""] - count_macs(model, x)
+                params = n_params - sum(p.numel() for p in model.parameters())
+        out.append(Block(**{**asdict(b), "macs": macs, "params": params}))
+    return out

@@ -93,11 +93,12 @@ def efficientnet_lite0():
 
 def foolbox_image_dir() -> Path:
     """Folder of the real sample images shipped in the ``foolbox`` wheel (ImageNet, CIFAR, MNIST, ...)."""
-    try:
-        import foolbox
-    except ImportError as e:
-        raise DataError("real sample photos need `pip install foolbox` (its wheel ships 20 ImageNet images)") from e
-    return Path(foolbox.__file__).resolve().parent / "data"
+    from importlib.util import find_spec
+
+    spec = find_spec("foolbox")  # located, not imported: only its data files are used
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("real sample photos need `pip install foolbox` (its wheel ships 20 ImageNet images)")
+    return Path(spec.submodule_search_locations[0]) / "data"
 
 
 def imagenet_samples(cfg: DataConfig, prefix: str = "imagenet") -> ImageSet:

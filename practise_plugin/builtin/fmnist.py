@@ -10,6 +10,7 @@ block, not a look-alike. ``practise_plugin.builtin.train_teacher`` trains it on 
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -25,7 +26,8 @@ FMNIST_CLASSES = (
     "t-shirt", "trouser", "pullover", "dress", "coat",
     "sandal", "shirt", "sneaker", "bag", "ankle-boot",
 )
-DEBIAN_DATASET_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Where the full dataset lives: Debian's dataset-fashion-mnist, or PRACTISE_FMNIST_DIR (a folder of the IDX .gz files).
+DEBIAN_DATASET_DIR = Path(os.environ.get("PRACTISE_FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 
 
 class FMNISTResNet(nn.Module):

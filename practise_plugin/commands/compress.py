@@ -23,11 +23,11 @@ from rich.table import Table
 from .. import builtin
 from ..api import compress
 from ..checkpoint import save_compressed
-from ..data import ImageSet, load_images
+from ..data import ImageSet, load_images, sample_tiny_set
 from ..discover import count_macs
 from ..drop import drop_blocks
 from ..errors import ConfigError, DataError
-from ..evaluate import agreement, top1
+from ..evaluate import predictions
 from ..io import ensure_writable_dir
 from ..latency import BACKENDS, compare_latency
 from ..models import SPEC_FORMS, load_model
@@ -96,6 +96,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-free", action="store_true", help="use no images: practise synthesises them from BN statistics")
     p.add_argument("--eval-data", type=Path, help="labelled folder to report top-1 on (default for builtin: the "
                    "Fashion-MNIST test set; otherwise teacher agreement on the tiny set)")
+    p.add_argument("--eval-samples", type=int, metavar="N", help="evaluate on N images drawn from the eval set "
+                   "(default: all of them)")
     p.add_argument("--out", type=Path, default=Path("practise-out"), help="output folder (default: practise-out)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="OpenVINO IR precision (default: fp32)")
     p.add_argument("--no-export", action="store_true", help="do not write the OpenVINO IR")
@@ -149,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
         eval_set = builtin.test_set()
     else:
         eval_set = data
+    if eval_set is not None and args.eval_samples is not None and args.eval_samples < len(eval_set):
+        labels = eval_set.labels.numpy() if eval_set.has_labels else None
+        eval_set = eval_set.subset(sample_tiny_set(labels, args.eval_samples, seed, num_items=len(eval_set)).tolist())
     if args.config is not None:
         from ..nncf import run_config
         from .nncf import print_statistics
@@ -220,20 +225,26 @@ def _measure(args: argparse.Namespace, bundle, result, eval_set: ImageSet | None
 
 
 def _accuracy(teacher, student, chosen: list[str], eval_set: ImageSet, reduction: float) -> dict:
+    """Top-1 (or, without labels, top-1 agreement with the teacher) of teacher, bare drop and student."""
     labelled = eval_set.has_labels
-    metric = "top-1 (%)" if labelled else "top-1 agreement with the teacher (%)"
+    reference = eval_set.labels if labelled else None
+    teacher_pred = predictions(teacher, eval_set)
+    if reference is None:
+        reference = teacher_pred
 
-    def value(m) -> float:
-        return top1(m, eval_set) if labelled else agreement(m, teacher, eval_set)
+    def value(pred) -> float:
+        return float((pred == reference).float().mean())
 
-    points = [{"label": "teacher", "latency_reduction": 0.0, "value": value(teacher)}]
+    student_pred = predictions(student, eval_set)
+    points = [{"label": "teacher", "latency_reduction": 0.0, "value": value(teacher_pred)}]
     if chosen:
         points.append({"label": "blocks dropped, no recovery", "latency_reduction": reduction,
-                       "value": value(drop_blocks(teacher, chosen))})
-    points.append({"label": "compressed", "latency_reduction": reduction, "value": value(student)})
-    return {"metric": metric, "eval_data": {"source": eval_set.source, "images": len(eval_set)}, "points": points,
+                       "value": value(predictions(drop_blocks(teacher, chosen), eval_set))})
+    points.append({"label": "compressed", "latency_reduction": reduction, "value": value(student_pred)})
+    return {"metric": "top-1 (%)" if labelled else "top-1 agreement with the teacher (%)",
+            "eval_data": {"source": eval_set.source, "images": len(eval_set)}, "points": points,
             "teacher": points[0]["value"], "student": points[-1]["value"],
-            "agreement": agreement(student, teacher, eval_set)}
+            "agreement": float((student_pred == teacher_pred).float().mean())}
 
 
 def _print_summary(console: Console, r: dict) -> None:
