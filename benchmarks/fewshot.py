@@ -56,10 +56,12 @@ REAL_METHODS = ("practise", "drop+bp", "drop+kd", "channel+bp", "channel+kd", "c
 LABEL_FREE_METHODS = ("practise", "drop+kd", "channel+kd", "channel+mimic")
 LR = {"mimic": 0.02, "bp": 0.01, "kd": 0.01}  # mimic: the paper's recipe; bp/kd: a common fine-tuning rate
 MODES = {
-    "full": dict(sizes=[50, 100, 500], seeds=[0, 1, 2], budgets=[0.16, 0.22], iters=1000, extra_sizes=[500],
-                 extra_budget=0.22, backend="openvino", synth_iters=200, latency_s=3.0, test_images=None),
+    "full": dict(sizes=[50, 100, 500], seeds=[0, 1, 2], budgets=[0.16, 0.22], iters=1000, extra_sizes=[256],
+                 extra_budget=0.22, backend="openvino", synth_iters=200, latency_s=3.0, test_images=None,
+                 methods=None),
     "quick": dict(sizes=[20], seeds=[0], budgets=[0.22], iters=4, extra_sizes=[16], extra_budget=0.22,
-                  backend="macs", synth_iters=3, latency_s=0.0, test_images=300),
+                  backend="macs", synth_iters=3, latency_s=0.0, test_images=300,
+                  methods=["practise", "drop+bp", "channel+mimic"]),  # one of each code path
 }
 
 
@@ -77,9 +79,11 @@ class Cell:
 
 
 def cells(mode: dict) -> list[Cell]:
-    out = [Cell("real", n, s, b, m) for b in mode["budgets"] for n in mode["sizes"] for s in mode["seeds"] for m in REAL_METHODS]
+    keep = set(mode["methods"] or REAL_METHODS)
+    out = [Cell("real", n, s, b, m) for b in mode["budgets"] for n in mode["sizes"] for s in mode["seeds"]
+           for m in REAL_METHODS if m in keep]
     out += [Cell(src, n, s, mode["extra_budget"], m) for src in ("synthetic", "ood") for n in mode["extra_sizes"]
-            for s in mode["seeds"] for m in LABEL_FREE_METHODS]
+            for s in mode["seeds"] for m in LABEL_FREE_METHODS if m in keep]
     return out
 
 

@@ -29,3 +29,42 @@ def test_quick_latency_benchmark(tmp_path):
         assert r["student_ms"] < r["base_ms"]  # three blocks fewer is faster, however noisy the machine
     assert (tmp_path / "latency-quick.png").read_bytes()[:4] == b"\x89PNG"
     assert "layer1.1, layer1.2, layer2.2" in (tmp_path / "latency-quick.md").read_text()
+
+
+def _load(name: str):
+    """Import benchmarks/<name>.py (registered in sys.modules: its dataclasses need it)."""
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_fewshot_benchmark(tmp_path):
+    assert _load("fewshot").main(["--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "fewshot-quick.json").read_text())
+    methods = {(c["source"], c["method"]) for c in result["cells"]}
+    assert methods == {("real", "practise"), ("real", "drop+bp"), ("real", "channel+mimic"),
+                       ("synthetic", "practise"), ("synthetic", "channel+mimic"), ("ood", "practise"), ("ood", "channel+mimic")}
+    for c in result["cells"]:
+        assert c["latency_reduction"] >= 0.22 and 0.0 <= c["top1"] <= 1.0  # macs backend: exact
+    assert "| practise |" in (tmp_path / "fewshot-quick.md").read_text()
+
+
+def test_quick_recoverability_benchmark(tmp_path):
+    assert _load("recoverability").main(["--quick", "--models", "builtin", "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "recoverability-quick.json").read_text())["results"][0]
+    assert len(r["blocks"]) == 12 and set(r["methods"]) == {"none", "closed_form", "sgd"}
+    assert -1 <= r["spearman_closed_form_vs_sgd"] <= 1 and r["recovery_iters_per_s"] > 0
+
+
+def test_quick_imagenet_benchmark(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    assert _load("imagenet").main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "imagenet-quick.json").read_text())["rows"]
+    assert rows[0]["model"] == "teacher" and rows[0]["top5"] >= 0.85  # real ImageNet weights on real photos
+    assert rows[-1]["latency_reduction"] >= 0.10 and rows[-1]["blocks"]
