@@ -19,7 +19,7 @@ from practise_plugin import ConfigError, TargetError, builtin, drop_blocks, load
 from practise_plugin.builtin import train_pool
 from practise_plugin.builtin.fmnist import FMNIST_CLASSES
 from practise_plugin.checkpoint import replay_surgery
-from practise_plugin.data import DataConfig, sample_tiny_set, write_image_folder
+from practise_plugin.data import DataConfig, ImageSet, sample_tiny_set, write_image_folder
 from practise_plugin.drop import DroppedBlock
 from practise_plugin.evaluate import top1
 from practise_plugin.features import collect_features, feature_mse, find_feature_point
@@ -29,7 +29,6 @@ from practise_plugin.torch_pruning import (
     BlockDropPruner, BlockImportance, BlockMagnitudeImportance, BlockTaylorImportance, RecoverabilityImportance,
     SWDPruner, UDFCPruner, channel_surgery,
 )
-from practise_plugin.udfc.chains import analyse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,7 +132,7 @@ def test_recoverability_drops_the_most_recoverable_blocks(teacher, tiny32, test1
     target = collect_features(teacher.model, point, held_out)
     mse = {name: feature_mse(collect_features(m, point, held_out), target) for name, m in
            (("recoverability", model), ("magnitude", magnitude))}
-    assert mse["recoverability"] < 0.5 * mse["magnitude"], mse
+    assert mse["recoverability"] < 0.5 * mse["magnitude"], mse  # measured 0.010 vs 0.123
 
 
 def test_importances_see_what_a_block_does(teacher, tiny32):
@@ -144,7 +143,8 @@ def test_importances_see_what_a_block_does(teacher, tiny32):
         model.layer3[4].bn2.weight.zero_()
         model.layer3[4].bn2.bias.zero_()
     x = teacher.example_input()
-    for imp in (BlockTaylorImportance(tiny32), BlockMagnitudeImportance(data=tiny32)):
+    unlabelled = ImageSet(tiny32.images)  # Taylor then differentiates the loss against the model's own predictions
+    for imp in (BlockTaylorImportance(tiny32), BlockTaylorImportance(unlabelled), BlockMagnitudeImportance(data=tiny32)):
         pruner = BlockDropPruner(model, x, imp, num_blocks=1)
         groups = list(pruner.step(interactive=True))
         scores = pruner.history[-1]["importance"]
@@ -281,7 +281,7 @@ def test_udfc_pruner_beats_plain_torch_pruning(teacher, test1k):
     assert udfc.surgery()[0]["history"] == channel_surgery(plain)[0]["history"]  # identical channels removed
     assert sum(udfc.report["compensated"].values()) > 300 and not udfc.report["uncompensated"]
     acc_udfc, acc_plain = top1(udfc_model, test1k), top1(plain_model, test1k)
-    assert acc_udfc > acc_plain + 0.15, (acc_udfc, acc_plain)  # measured 0.79 vs 0.45 on 2000 images
+    assert acc_udfc > acc_plain + 0.15, (acc_udfc, acc_plain)  # measured 0.77 vs 0.43
 
 
 def test_udfc_interactive_compensates_only_what_is_pruned(teacher):
@@ -353,7 +353,7 @@ def test_swd_training_makes_the_hard_prune_nearly_lossless(teacher, test1k):
     direct_change = prune_change(direct, tp.pruner.BasePruner(direct, x, tp.importance.BNScaleImportance(),
                                                               pruning_ratio=0.3, global_pruning=True,
                                                               ignored_layers=[direct.fc]))
-    assert swd_change < 0.15 < 0.5 < direct_change, (swd_change, direct_change)  # measured ~0.07 vs ~1.1
+    assert swd_change < 0.15 < 0.5 < direct_change, (swd_change, direct_change)  # measured 0.095 vs 1.14
     assert sum(p.numel() for p in model.parameters()) < 0.8 * sum(p.numel() for p in teacher.model.parameters())
 
 
@@ -414,6 +414,15 @@ def test_prune_script_swd_on_builtin(tmp_path):
     assert out["checkpoint"]["reload_max_abs_diff"] < 1e-5
 
 
+def test_prune_script_l1_baseline_on_builtin_recovers(tmp_path):
+    out = _script("prune").run(_script("prune").build_parser().parse_args([
+        "--method", "l1", "--pruning-ratio", "0.3", "--num-samples", "32", "--recover-iters", "20", "--eval-samples", "200",
+        "--out", str(tmp_path), "--no-export", "--quiet"]))
+    q = out["quality"]
+    assert q["pruned"] > q["before_recovery"] + 0.2, q  # plain L1 pruning collapses; mimicking restores it
+    assert out["recovery"]["feature_mse_after"] < out["recovery"]["feature_mse_before"]
+
+
 def test_prune_script_says_what_is_missing(tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -429,7 +438,7 @@ def test_hybrid_script_on_builtin_recovers(tmp_path):
     assert len(out["blocks_dropped"]) == 2 and out["channels"]["removed"] > 0
     assert [s["op"] for s in out["surgery"]] == ["drop_blocks", "torch_pruning"]
     q = out["quality"]
-    assert q["pruned"] > q["before_recovery"] + 0.05, q  # one recovery for both edits; measured 0.52 -> 0.93
+    assert q["pruned"] > q["before_recovery"] + 0.05, q  # one recovery for both edits; measured 0.53 -> 0.94
     assert out["macs"]["pruned"] < 0.7 * out["macs"]["teacher"]
 
 
