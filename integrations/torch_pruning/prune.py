@@ -69,6 +69,10 @@ def practise(setup: Setup, args: argparse.Namespace, summary: dict[str, Any]) ->
     fold_adaptors(setup.model, setup.teacher, data, pruner.dropped_blocks, args.batch_size)
     summary["blocks_dropped"] = pruner.dropped
     summary["recoverability"] = pruner.history[-1]["importance"]
+    if "selection" in pruner.history[-1]:
+        sel = pruner.history[-1]["selection"]
+        summary["latency"] = {"backend": args.latency_backend, "target": sel["target"], "measured": sel["measured"],
+                              "attempts": sel["history"]}
     return pruner.surgery()
 
 

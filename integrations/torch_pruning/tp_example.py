@@ -182,6 +182,9 @@ def _print(s: dict[str, Any]) -> None:
     for key in ("blocks_dropped", "channels"):
         if key in s:
             print(f"  {key.replace('_', ' ')}: {json.dumps(s[key])}")
+    if "latency" in s:
+        lat = s["latency"]
+        print(f"  latency ({lat['backend']}, measured A/B): -{lat['measured']:.1%} for a target of -{lat['target']:.1%}")
     print(f"  MACs: {m['teacher'] / 1e9:.4f} G -> {m['pruned'] / 1e9:.4f} G ({m['pruned'] / m['teacher'] - 1:+.1%}), "
           f"#Params: {p['teacher'] / 1e6:.3f} M -> {p['pruned'] / 1e6:.3f} M ({p['pruned'] / p['teacher'] - 1:+.1%})")
     if "quality" in s:
