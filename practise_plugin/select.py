@@ -10,7 +10,7 @@ what is reachable instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from .errors import ConfigError, TargetError
@@ -49,11 +49,14 @@ def select_blocks(
     latency_reduction: float | None = None,
     num_blocks: int | None = None,
     measure: Callable[[list[str]], float] | None = None,
+    dropped: Sequence[str] = (),
 ) -> Selection:
     """Pick blocks for a latency target (fraction, e.g. 0.22) or a fixed count ``num_blocks``.
 
     ``saving[name]`` is the fraction of latency saved by dropping that block alone; ``measure(names)``
-    returns the measured fraction for a set (required with a latency target).
+    returns the measured fraction for a set (required with a latency target). ``dropped`` names blocks
+    removed by earlier steps of iterative pruning: they count toward the latency target and are part of
+    every measured set (and of ``predicted``/``measured``), but they are not candidates and are not returned.
     """
     if (latency_reduction is None) == (num_blocks is None):
         raise ConfigError("give exactly one of latency_reduction (e.g. 0.22) or num_blocks (e.g. 3)")
@@ -68,20 +71,22 @@ def select_blocks(
     if measure is None:
         raise ConfigError("a latency target needs a measure(names) -> saved fraction function")
     useful = [n for n in order if saving.get(n, 0.0) > 0]
+    base = list(dropped)
     history: list[dict] = []
-    chosen: list[str] = []
-    for name in useful:
-        chosen.append(name)
-        predicted = sum(saving[n] for n in chosen)
+    attempts: list[list[str]] = [[]] if base else []  # with earlier drops, first check whether they already meet the target
+    attempts += [useful[: i + 1] for i in range(len(useful))]
+    for chosen in attempts:
+        predicted = sum(saving.get(n, 0.0) for n in base + chosen)
         if predicted < latency_reduction and len(chosen) < len(useful):
             continue
-        measured = measure(chosen)
-        history.append({"blocks": list(chosen), "predicted": predicted, "measured": measured})
+        measured = measure(base + chosen)
+        history.append({"blocks": base + chosen, "predicted": predicted, "measured": measured})
         if measured >= latency_reduction:
             return Selection(list(chosen), order, scores, predicted, measured, latency_reduction, history)
     reach = max(history[-1]["measured"] if history else 0.0, 0.0)
+    earlier = f" (with the {len(base)} dropped before)" if base else ""
     raise TargetError(
         f"latency reduction {latency_reduction:.1%} is not reachable by dropping blocks: dropping all "
-        f"{len(useful)} candidates that save time measures {reach:.1%}. Ask for at most {math.floor(reach * 100) / 100:.2f}, "
-        "or combine with channel pruning (Torch-Pruning) for more."
+        f"{len(useful)} candidates that save time{earlier} measures {reach:.1%}. Ask for at most "
+        f"{math.floor(reach * 100) / 100:.2f}, or combine with channel pruning (Torch-Pruning) for more."
     )

@@ -40,3 +40,13 @@ def test_bad_requests():
         select_blocks(R, SAVING, num_blocks=7)
     with pytest.raises(ConfigError, match=r"fraction in \(0, 1\)"):
         select_blocks(R, SAVING, latency_reduction=22, measure=additive)
+
+
+def test_earlier_drops_count_toward_the_target():
+    # b was dropped by an earlier step (iterative pruning): c alone completes 0.135 measured of a 0.12 target.
+    rest = {k: v for k, v in R.items() if k != "b"}
+    sel = select_blocks(rest, SAVING, latency_reduction=0.12, measure=additive, dropped=["b"])
+    assert sel.blocks == ["c"] and sel.history[-1]["blocks"] == ["b", "c"]
+    assert sel.measured == pytest.approx(0.135)
+    # Already met by the earlier drops: nothing more is chosen.
+    assert select_blocks(rest, SAVING, latency_reduction=0.04, measure=additive, dropped=["b"]).blocks == []
