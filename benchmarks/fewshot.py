@@ -4,6 +4,9 @@
     python benchmarks/fewshot.py prepare                  # CPU (quiet machine): tiny sets, scores, latency-matched plans
     python benchmarks/fewshot.py run --device cuda --workers 12   # trains every cell (resumable)
     python benchmarks/fewshot.py report                   # mean +- std tables, JSON and plot
+    # a 2-core CPU subset (what benchmarks/results/fewshot.* holds; pass the same options to every phase):
+    python benchmarks/fewshot.py all --sizes 500 50 --seeds 0 1 2 --budgets 0.22 --extra-sizes 256 \
+        --extra-seeds 0 --iters 400 --workers 2 --threads 1
 
 Teacher: the built-in ResNet-34-shaped Fashion-MNIST network (trained by practise_plugin/builtin/train_teacher.py).
 Budgets are *measured* OpenVINO CPU latency reductions (batch 1, all cores) on the machine that runs
@@ -83,7 +86,7 @@ def cells(mode: dict) -> list[Cell]:
     out = [Cell("real", n, s, b, m) for b in mode["budgets"] for n in mode["sizes"] for s in mode["seeds"]
            for m in REAL_METHODS if m in keep]
     out += [Cell(src, n, s, mode["extra_budget"], m) for src in ("synthetic", "ood") for n in mode["extra_sizes"]
-            for s in mode["seeds"] for m in LABEL_FREE_METHODS if m in keep]
+            for s in mode.get("extra_seeds") or mode["seeds"] for m in LABEL_FREE_METHODS if m in keep]
     return out
 
 
@@ -215,6 +218,10 @@ def _worker(args: tuple) -> str:
 def run(mode: dict, out: Path, device: str, workers: int, threads: int) -> None:
     plan = json.loads((out / "plan.json").read_text())
     todo = [c for c in cells(mode) if not (out / "cells" / f"{c.id}.json").exists()]
+    missing = {f"{c.source}-n{c.n}-s{c.seed}" for c in todo if c.method.split("+")[0] != "channel"
+               and f"{c.source}-n{c.n}-s{c.seed}-b{int(round(100 * c.budget))}" not in plan["selections"]}
+    if missing:
+        raise SystemExit(f"plan.json has no block selection for {sorted(missing)}: run 'prepare' with the same options")
     print(f"{len(todo)} cells to run ({len(cells(mode)) - len(todo)} done) on {device} with {workers} workers", flush=True)
     jobs = [(c, plan, out, device, mode["iters"], threads) for c in todo]
     if workers <= 1:
@@ -237,7 +244,10 @@ def _mean_std(values: list[float]) -> str:
 
 def report(mode: dict, out: Path, name: str) -> dict:
     plan = json.loads((out / "plan.json").read_text())
-    rows = [json.loads((out / "cells" / f"{c.id}.json").read_text()) for c in cells(mode)]
+    planned = cells(mode)
+    rows = [json.loads(p.read_text()) for c in planned if (p := out / "cells" / f"{c.id}.json").exists()]
+    if not rows:
+        raise SystemExit(f"no finished cells under {out / 'cells'}: run the 'run' phase first")
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["source"], r["budget"], r["n"], r["method"]), []).append(r)
@@ -246,8 +256,9 @@ def report(mode: dict, out: Path, name: str) -> dict:
                 "latency_reduction_mean": statistics.mean(x["latency_reduction"] for x in g),
                 "macs_mean": statistics.mean(x["macs"] for x in g)} for (s, b, n, m), g in sorted(groups.items())]
     lines = [f"# Few-shot recovery on Fashion-MNIST (teacher top-1 {100 * plan['teacher_top1']:.2f}%)", "",
-             f"Top-1 (%) on the full test set, mean ± std over {len(mode['seeds'])} seeds; {mode['iters']} recovery "
-             f"iterations; latency = measured {mode['backend']} reduction.", ""]
+             f"Top-1 (%) on the {'full ' if mode['test_images'] is None else ''}test set, mean ± std over seeds "
+             f"{mode['seeds']}; {mode['iters']} recovery iterations; latency = measured {mode['backend']} reduction; "
+             f"{len(rows)} of {len(planned)} planned cells finished.", ""]
     for source in ("real", "synthetic", "ood"):
         budgets = sorted({r["budget"] for r in rows if r["source"] == source})
         sizes = sorted({r["n"] for r in rows if r["source"] == source})
@@ -306,11 +317,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="parallel processes for the run phase")
     p.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     p.add_argument("--iters", type=int, default=None, help="override the recovery iterations")
+    p.add_argument("--sizes", type=int, nargs="+", help="override the tiny-set sizes (real images), run in this order")
+    p.add_argument("--seeds", type=int, nargs="+", help="override the seeds")
+    p.add_argument("--budgets", type=float, nargs="+", help="override the latency budgets (real images)")
+    p.add_argument("--extra-sizes", type=int, nargs="*", help="override the synthetic/ood set sizes (none: skip them)")
+    p.add_argument("--extra-seeds", type=int, nargs="+", help="seeds for the synthetic/ood sets (default: --seeds)")
+    p.add_argument("--methods", nargs="+", choices=REAL_METHODS, help="restrict the methods")
     a = p.parse_args(argv)
     name = "fewshot-quick" if a.quick else "fewshot"
     mode = dict(MODES["quick" if a.quick else "full"])
-    if a.iters is not None:
-        mode["iters"] = a.iters
+    for key in ("iters", "sizes", "seeds", "budgets", "extra_sizes", "extra_seeds", "methods"):
+        if getattr(a, key) is not None:
+            mode[key] = getattr(a, key)
     out = a.out or RESULTS / name
     out.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore")

@@ -48,9 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--budgets", type=float, nargs="+", help="override the latency budgets")
+    p.add_argument("--iters", type=int, help="override the recovery iterations")
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore")
-    mode = MODES["quick" if a.quick else "full"]
+    mode = dict(MODES["quick" if a.quick else "full"])
+    if a.budgets:
+        mode["budgets"] = a.budgets
+    if a.iters is not None:
+        mode["recover_iters"] = a.iters
     bundle = load_model("builtin:efficientnet_lite0")
     teacher = bundle.model
     size = bundle.data_config.input_size

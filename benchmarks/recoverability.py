@@ -114,19 +114,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--models", nargs="+", default=["builtin", "efficientnet_lite0"])
+    p.add_argument("--models", nargs="+", choices=["builtin", "efficientnet_lite0"], default=["builtin", "efficientnet_lite0"])
+    p.add_argument("--sgd-iters", type=int, default=None, help="override the SGD iterations per candidate")
+    p.add_argument("--ood-per-source", type=int, default=None, help="override the photos per foolbox source (EfficientNet)")
+    p.add_argument("--input-size", type=int, default=None, help="EfficientNet input side (default: its 224)")
+    p.add_argument("--name", default=None, help="output file stem (default: recoverability[-quick])")
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore")
-    mode = MODES["quick" if a.quick else "full"]
+    mode = dict(MODES["quick" if a.quick else "full"])
+    for key in ("sgd_iters", "ood_per_source"):
+        if getattr(a, key) is not None:
+            mode[key] = getattr(a, key)
     results = []
     for name in a.models:
         if name == "builtin":
             bundle, data = load_model("builtin"), builtin.tiny_set(mode["fmnist_images"], 0)
         else:
-            bundle = load_model("builtin:efficientnet_lite0")
+            size = None if a.input_size is None else (3, a.input_size, a.input_size)
+            bundle = load_model("builtin:efficientnet_lite0", input_size=size)
             data = ood_photos(bundle.data_config, mode["ood_per_source"])
         results.append(bench_model(name, bundle, data, mode, a.device))
-    stem = "recoverability-quick" if a.quick else "recoverability"
+    stem = a.name or ("recoverability-quick" if a.quick else "recoverability")
     a.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(a.out / f"{stem}.json", {"mode": mode, "torch": torch.__version__, "results": results})
     atomic_write_text(a.out / f"{stem}.md", markdown(results))

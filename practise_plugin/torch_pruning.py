@@ -16,10 +16,11 @@ This module only re-exports :mod:`practise_plugin.tp`, where each piece lives in
 
 from .tp import (
     BlockDropPruner, BlockGroup, BlockImportance, BlockMagnitudeImportance, BlockTaylorImportance, CompensatedGroup,
-    RecoverabilityImportance, SWDPruner, UDFCPruner, channel_surgery,
+    RecoverabilityImportance, SWDPruner, UDFCPruner, channel_surgery, pruner_class, pruner_strategies,
 )
 
 __all__ = [
     "BlockDropPruner", "BlockGroup", "BlockImportance", "BlockMagnitudeImportance", "BlockTaylorImportance",
-    "CompensatedGroup", "RecoverabilityImportance", "SWDPruner", "UDFCPruner", "channel_surgery",
+    "CompensatedGroup", "RecoverabilityImportance", "SWDPruner", "UDFCPruner", "channel_surgery", "pruner_class",
+    "pruner_strategies",
 ]

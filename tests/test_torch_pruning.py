@@ -458,3 +458,13 @@ def test_hybrid_resnet_exports_to_openvino_and_runs(png_folder, tmp_path):
     assert isinstance(student.model.get_submodule(out["blocks_dropped"][0]), DroppedBlock)
     assert student.model.layer1[0].conv1.out_channels < 64  # channel-pruned after the drop
 
+
+
+def test_pruners_resolve_strategy_names_through_the_registry():
+    from practise_plugin.errors import PractiseError
+    from practise_plugin.torch_pruning import pruner_class, pruner_strategies
+
+    assert pruner_strategies() == ["practise", "swd", "udfc"]
+    assert pruner_class("practise") is BlockDropPruner and pruner_class("udfc") is UDFCPruner
+    with pytest.raises(PractiseError, match="practise.*swd.*udfc"):  # the registry's list of known names
+        pruner_class("pracitse")

@@ -38,10 +38,10 @@ from tp_example import (  # noqa: E402 - the helper sits next to this script
 from practise_plugin.channels import feature_writer  # noqa: E402
 from practise_plugin.errors import DataError, PractiseError  # noqa: E402
 from practise_plugin.torch_pruning import (  # noqa: E402
-    BlockDropPruner, RecoverabilityImportance, SWDPruner, UDFCPruner, channel_surgery,
+    BlockDropPruner, RecoverabilityImportance, SWDPruner, UDFCPruner, channel_surgery, pruner_strategies,
 )
 
-METHODS = ("practise", "swd", "udfc", "l1")
+METHODS = (*pruner_strategies(), "l1")  # registered strategy names, plus Torch-Pruning's plain L1 baseline
 
 
 def build_parser() -> argparse.ArgumentParser:
