@@ -70,3 +70,26 @@ def test_quick_imagenet_benchmark(tmp_path):
     rows = json.loads((tmp_path / "imagenet-quick.json").read_text())["rows"]
     assert rows[0]["model"] == "teacher" and rows[0]["top5"] >= 0.85  # real ImageNet weights on real photos
     assert rows[-1]["latency_reduction"] >= 0.10 and rows[-1]["blocks"]
+
+
+def test_quick_swd_benchmark(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        assert _load("swd").main(["--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "swd_quick.json").read_text())
+    runs = {(r["mode"], r["method"]) for r in report["runs"]}
+    assert {("unstructured", "swd"), ("structured", "swd"), ("structured", "magnitude_finetune")} <= runs
+    for r in report["runs"]:
+        assert 0.0 <= r["top1"] <= 1.0 and 0.0 < r["kept_fraction"] < 0.1  # extreme targets: 99% / 95% removed
+    assert set(report["latency"]["ms"]) == {"teacher", "swd", "magnitude_finetune"}
+    assert "prune + fine-tune" in (tmp_path / "swd_quick.md").read_text()
+
+
+def test_quick_udfc_benchmark(tmp_path, capsys):
+    assert _load("udfc").main(["--quick", "--threads", str(torch.get_num_threads()), "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "udfc.json").read_text())
+    methods = {r["method"] for r in result["rows"]}
+    assert {"prune", "nm", "udfc"} <= methods
+    assert all(0.0 <= r["top1"] <= 1.0 for r in result["rows"]) and result["timing"]
