@@ -13,6 +13,16 @@ from practise_plugin.models import load_model
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (opt in with ``pytestmark``): tracing, NNCF statistics and small training
+    steps only contend on a shared 2-core machine, up to 10x slower with a second OpenMP thread (measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def teacher():
     return load_model("builtin")

@@ -28,13 +28,7 @@ from practise_plugin.models import load_model
 FMNIST = (1, 28, 28)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tracing and MAC counting on one thread: on a shared 2-core machine more threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,7 @@ EXAMPLES = ROOT / "integrations" / "nncf"
 FAST_PRACTISE = {"num_blocks": 2, "recover_iters": 20, "recoverability": "none", "batch_size": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tracing and NNCF's statistics on one thread: on a shared 2-core machine more threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
