@@ -5,9 +5,12 @@
 
 No ImageNet images can be downloaded here, so the tiny set is 80 natural photos that are *not* ImageNet
 (the CIFAR-10/100 and (Fashion-)MNIST samples shipped in the foolbox wheel, upsampled): PRACTISE scores and
-recovers without labels, so out-of-domain images are allowed. Evaluation uses the 20 real ImageNet photos
+recovers without labels, so out-of-domain images are allowed. Recovery keeps BatchNorm at the teacher's
+statistics (``recover_bn="frozen"``: these photos' statistics are not ImageNet's) and uses lr 0.002: the
+paper's 0.02 (tuned on ResNets) made the feature MSE rise from 0.18 to 0.55 in 8 steps and the student
+collapsed to 0% top-1 after 30 steps (measured). Evaluation uses the 20 real ImageNet photos
 shipped in the same wheel (labels in the file names): top-1/top-5 and top-1 agreement with the teacher.
-Twenty images make a coarse measurement; the latency numbers (OpenVINO CPU, interleaved A/B) are exact.
+Twenty images make a coarse measurement; latency is measured (OpenVINO CPU, interleaved A/B).
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from practise_plugin.latency import compare_latency
 from practise_plugin.models import load_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MODES = {"full": {"budgets": [0.10, 0.15], "recover_iters": 300, "backend": "openvino", "per_source": 20},
-         "quick": {"budgets": [0.10], "recover_iters": 2, "backend": "macs", "per_source": 4}}
+MODES = {"full": {"budgets": [0.10, 0.15], "recover_iters": 300, "backend": "openvino", "per_source": 20, "lr": 0.002},
+         "quick": {"budgets": [0.10], "recover_iters": 2, "backend": "macs", "per_source": 4, "lr": 0.002}}
 
 
 @torch.no_grad()
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     for budget in mode["budgets"]:
         t0 = time.perf_counter()
         res = compress(bundle, tiny, "practise", latency_reduction=budget, recover_iters=mode["recover_iters"],
-                       batch_size=32, latency_backend=mode["backend"], work_dir=work, progress=not a.quick,
+                       batch_size=32, recover_bn="frozen", lr=mode["lr"], latency_backend=mode["backend"], work_dir=work,
+                       progress=not a.quick,
                        device=a.device)
         student = res.model.cpu()
         blocks = res.stats["selection"]["blocks"]

@@ -32,7 +32,14 @@ RECOVERY_METHODS = ("mimic", "bp", "kd")
 
 @dataclass
 class RecoveryConfig:
-    """Training recipe; defaults are the paper's (SGD 0.02, momentum 0.9, wd 1e-4, batch 64, x0.1 at 40/80%)."""
+    """Training recipe; defaults are the paper's (SGD 0.02, momentum 0.9, wd 1e-4, batch 64, x0.1 at 40/80%).
+
+    ``bn``: ``"train"`` (the paper: BatchNorm normalises with batch statistics and updates its running ones)
+    or ``"frozen"`` (BatchNorm stays in eval mode with the teacher's statistics). Freeze it when the tiny set
+    is out-of-domain or synthetic: its statistics are not the deployment data's, and in train mode a few
+    dozen running-average updates replace the teacher's. ``lr`` is the paper's for ResNets; on
+    EfficientNet-Lite0 it diverges (feature MSE 0.18 -> 0.55 in 8 steps, measured), 0.002 does not.
+    """
 
     method: str = "mimic"
     iters: int = 2000
@@ -44,6 +51,7 @@ class RecoveryConfig:
     kd_temperature: float = 4.0
     checkpoint_every: int = 200
     seed: int = 0
+    bn: str = "train"
 
 
 @dataclass
@@ -99,6 +107,8 @@ def recover(
         raise ConfigError(f"unknown recovery method {cfg.method!r}; choose one of {', '.join(RECOVERY_METHODS)}")
     if cfg.iters < 0 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise ConfigError("recovery needs iters >= 0, batch_size >= 1 and lr > 0")
+    if cfg.bn not in ("train", "frozen"):
+        raise ConfigError(f"recovery bn must be 'train' (the paper) or 'frozen' (out-of-domain data), got {cfg.bn!r}")
     if cfg.method == "bp" and not data.has_labels:
         raise DataError("recovery by cross-entropy ('bp') needs labelled images; use 'mimic' for unlabelled ones")
     t0 = time.perf_counter()
@@ -132,6 +142,10 @@ def recover(
     n = len(images)
     bs = min(cfg.batch_size, n)
     student.train()
+    if cfg.bn == "frozen":
+        for m in student.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     bar = tqdm(range(start, cfg.iters), desc=f"recovery ({cfg.method})", unit="it", disable=not progress,
                initial=start, total=cfg.iters, leave=False)
     for step in bar:

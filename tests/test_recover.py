@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from practise_plugin import DataError, ImageSet, RecoveryConfig, TrainingError, drop_blocks, recover
+from practise_plugin import ConfigError, DataError, ImageSet, RecoveryConfig, TrainingError, drop_blocks, recover
 from practise_plugin.features import collect_features, feature_mse, find_feature_point
 
 
@@ -57,3 +57,17 @@ def test_cross_entropy_needs_labels(teacher, tiny):
     unlabelled = ImageSet(tiny.images, None)
     with pytest.raises(DataError, match="use 'mimic'"):
         recover(teacher.model, teacher.model, unlabelled, RecoveryConfig(method="bp", iters=1), progress=False)
+
+
+def test_frozen_batchnorm_keeps_the_teachers_statistics(teacher, tiny):
+    student = drop_blocks(teacher.model, ["layer3.3"])
+    stats = {k: v.clone() for k, v in student.state_dict().items() if "running_" in k}
+    weights = {k: v.clone() for k, v in student.state_dict().items() if k.endswith("conv1.weight")}
+    frozen, _ = recover(student, teacher.model, tiny, RecoveryConfig(iters=3, batch_size=16, bn="frozen"), progress=False)
+    after = frozen.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in stats.items())  # eval-mode BN: running stats untouched
+    assert any(not torch.equal(v, after[k]) for k, v in weights.items())  # ... while the weights train
+    trained, _ = recover(student, teacher.model, tiny, RecoveryConfig(iters=1, batch_size=16, bn="train"), progress=False)
+    assert any(not torch.equal(v, trained.state_dict()[k]) for k, v in stats.items())  # the paper's mode updates them
+    with pytest.raises(ConfigError, match="frozen"):
+        recover(student, teacher.model, tiny, RecoveryConfig(iters=1, bn="eval"), progress=False)

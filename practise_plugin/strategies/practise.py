@@ -49,6 +49,9 @@ class PractiseConfig(StrategyConfig):
     weight_decay: float = option(1e-4, "recovery weight decay")
     batch_size: int = option(64, "batch size for scoring and recovery")
     augment: bool = option(True, "random flips and shifts during recovery")
+    recover_bn: Literal["train", "frozen"] = option(
+        "train", "BatchNorm during recovery: train (the paper) or frozen at the teacher's statistics (use it when "
+        "the images are out-of-domain or synthetic)")
     checkpoint_every: int = option(200, "write a resumable recovery checkpoint every N steps (needs a work dir)")
     include_stage_entry: bool = option(False, "also consider the first block of each stage (the paper does not)")
     synthetic_images: int = option(256, "data-free: number of images synthesised when no data is given")
@@ -133,7 +136,7 @@ class PractiseStrategy(Strategy):
         if cfg.recover != "none":
             rcfg = RecoveryConfig(method=cfg.recover, iters=cfg.recover_iters, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   batch_size=cfg.batch_size, augment=cfg.augment,
-                                  checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
+                                  checkpoint_every=cfg.checkpoint_every, seed=cfg.seed, bn=cfg.recover_bn)
             student, log = recover(student, teacher, data, rcfg, point=point, work_dir=ctx.work_dir,
                                    device=ctx.device, progress=ctx.progress)
             stats["recovery"] = log.to_dict()
