@@ -46,7 +46,7 @@ from practise_plugin.data import ImageSet, from_uint8, sample_tiny_set
 from practise_plugin.discover import count_macs, discover_blocks
 from practise_plugin.drop import drop_blocks
 from practise_plugin.evaluate import top1
-from practise_plugin.io import atomic_path, atomic_write_json, atomic_write_text
+from practise_plugin.io import atomic_write_json, atomic_write_text, save_png
 from practise_plugin.latency import block_latency_table, measure_reduction
 from practise_plugin.models import load_model
 from practise_plugin.recover import RecoveryConfig, recover
@@ -302,10 +302,7 @@ def _plot(summary: list[dict], dest: Path) -> None:
         ax.set_title(f"{int(round(100 * b))}% measured latency reduction")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, dest)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ import torch
 
 from practise_plugin.discover import Block, count_macs, discover_blocks
 from practise_plugin.drop import drop_blocks
-from practise_plugin.io import atomic_path, atomic_write_json, atomic_write_text
+from practise_plugin.io import atomic_write_json, atomic_write_text, save_png
 from practise_plugin.latency import (
     block_latency_table,
     compare_latency,
@@ -137,10 +137,7 @@ def plot(rows: list[dict], dest: Path, title: str) -> None:
     ax.set_ylabel("% of base model")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, dest)
 
 
 def main(argv: list[str] | None = None) -> int:

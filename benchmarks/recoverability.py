@@ -28,7 +28,7 @@ from practise_plugin import builtin
 from practise_plugin.data import ImageSet, load_image_files
 from practise_plugin.discover import discover_blocks
 from practise_plugin.drop import drop_blocks
-from practise_plugin.io import atomic_path, atomic_write_json, atomic_write_text
+from practise_plugin.io import atomic_write_json, atomic_write_text, save_png
 from practise_plugin.models import load_model
 from practise_plugin.recover import RecoveryConfig, recover
 from practise_plugin.score import RecoverabilityScorer
@@ -103,10 +103,7 @@ def plot(results: list[dict], dest: Path) -> None:
         ax.set_ylabel("R(B) by the fast paths")
         ax.set_title(f"{r['model']}: Spearman CF {r['spearman_closed_form_vs_sgd']:.2f}")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, dest)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ from practise_plugin.builtin import FMNIST_CONFIG, FMNIST_CLASSES, test_set, tin
 from practise_plugin.builtin.fmnist import DEBIAN_DATASET_DIR, load_fmnist_split  # noqa: E402
 from practise_plugin.checkpoint import load_compressed, save_compressed  # noqa: E402
 from practise_plugin.data import ImageSet, from_uint8, sample_tiny_set  # noqa: E402
-from practise_plugin.io import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
+from practise_plugin.io import atomic_write_json, atomic_write_text, save_png  # noqa: E402
 from practise_plugin.models import load_model  # noqa: E402
 from practise_plugin.strategies.base import CompressionContext  # noqa: E402
 from practise_plugin.strategies.swd import SWDConfig, SWDStrategy, magnitude_prune_finetune  # noqa: E402
@@ -225,10 +225,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("train accuracy (running, during training)")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

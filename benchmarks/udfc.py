@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from practise_plugin.data import ImageSet  # noqa: E402
-from practise_plugin.io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir  # noqa: E402
+from practise_plugin.io import atomic_write_json, atomic_write_text, ensure_writable_dir, save_png  # noqa: E402
 from practise_plugin.models import load_model  # noqa: E402
 from practise_plugin.udfc.pipeline import run_pass  # noqa: E402
 
@@ -150,10 +150,7 @@ def plot(base: float, rows: list[dict], dest: Path) -> None:
         ax.set(title=f"{bits}-bit weights", xlabel="filters pruned per layer (%)", ylabel="top-1 (%)")
         ax.legend(fontsize=7)
     fig.suptitle("Built-in Fashion-MNIST ResNet, data-free, no fine-tuning")
-    fig.tight_layout()
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, dest, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

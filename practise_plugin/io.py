@@ -106,3 +106,14 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, tuple):
         return list(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_png(fig: Any, dest: Path | str, dpi: int = 110) -> Path:
+    """Lay out, write atomically as PNG and close a matplotlib figure (every report and benchmark plot)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return Path(dest)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_path, atomic_write_json
+from .io import atomic_write_json, save_png
 
 
 def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
@@ -60,8 +60,4 @@ def plot_report(report: dict[str, Any], path: Path) -> Path | None:
         ax.legend(fontsize=8)
     else:
         ax.axis("off")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)
