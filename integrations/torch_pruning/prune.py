@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tp_example import (  # noqa: E402 - the helper sits next to this script
     RECOVER_ITERS, Setup, add_common_args, classifier_layers, finish, fold_adaptors, load, record_quality,
-    recover_student, require_data,
+    recover_student, require_data, script_main,
 )
 
 from practise_plugin.channels import feature_writer  # noqa: E402
-from practise_plugin.errors import DataError, PractiseError  # noqa: E402
+from practise_plugin.errors import DataError  # noqa: E402
 from practise_plugin.torch_pruning import (  # noqa: E402
     BlockDropPruner, RecoverabilityImportance, SWDPruner, UDFCPruner, channel_surgery, pruner_strategies,
 )
@@ -137,13 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except PractiseError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return script_main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from torch import nn
 from practise_plugin import builtin
 from practise_plugin.checkpoint import load_compressed, save_compressed
 from practise_plugin.data import ImageSet, load_images
-from practise_plugin.errors import DataError, ExportError
+from practise_plugin.errors import DataError, ExportError, PractiseError
 from practise_plugin.evaluate import agreement, top1
 from practise_plugin.features import collect_features, feature_mse, find_feature_point
 from practise_plugin.io import atomic_write_json, ensure_writable_dir
@@ -32,6 +34,18 @@ from practise_plugin.recover import RecoveryConfig, recover
 from practise_plugin.score import RecoverabilityScorer
 
 RECOVER_ITERS = 300  # the paper uses ~2000; a few hundred steps already recover most of a tiny set's error
+
+
+def script_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Any],
+                argv: list[str] | None) -> int:
+    """Parse ``argv`` and run; a :class:`PractiseError` becomes one ``error:`` line and exit status 2 (as ``practise``)."""
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except PractiseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
