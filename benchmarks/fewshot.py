@@ -138,7 +138,13 @@ def _channel_ratio(teacher: torch.nn.Module, budget: float, backend: str, latenc
     return best
 
 
-def prepare(mode: dict, out: Path, progress: bool) -> dict:
+def prepare(mode: dict, out: Path, progress: bool, fresh: bool = False) -> dict:
+    """Tiny sets, block selections and channel ratios for every planned cell, written to plan.json.
+
+    Incremental unless ``fresh``: selections and channel ratios already in plan.json are kept, so that
+    growing the grid (another size, seed or budget) never changes what finished cells were trained on.
+    """
+    old = json.loads((out / "plan.json").read_text()) if (out / "plan.json").exists() and not fresh else {}
     teacher = load_model("builtin").model
     x = torch.zeros(1, *FMNIST_CONFIG.input_size)
     cache = out / "cache"
@@ -146,7 +152,8 @@ def prepare(mode: dict, out: Path, progress: bool) -> dict:
     table = block_latency_table(teacher, [b.name for b in blocks], FMNIST_CONFIG.input_size, mode["backend"],
                                 cache_dir=cache, progress=progress, min_time_s=mode["latency_s"])
     plan: dict = {"teacher_top1": top1(teacher, _test_set(mode)), "teacher_macs": count_macs(teacher, x),
-                  "latency_table": table.to_dict(), "selections": {}, "channel": {}, "mode": mode}
+                  "latency_table": table.to_dict(), "selections": dict(old.get("selections", {})),
+                  "channel": dict(old.get("channel", {})), "mode": mode}
     measured: dict[tuple[str, ...], float] = {}
 
     def measure(names: list[str]) -> float:
@@ -156,18 +163,26 @@ def prepare(mode: dict, out: Path, progress: bool) -> dict:
                                               mode["backend"], min_time_s=mode["latency_s"])[0]
         return measured[key]
 
+    def key(source: str, n: int, seed: int, budget: float) -> str:
+        return f"{source}-n{n}-s{seed}-b{int(round(100 * budget))}"
+
     sets = {(c.source, c.n, c.seed) for c in cells(mode)}
     for source, n, seed in sorted(sets):
+        budgets = [b for b in (mode["budgets"] if source == "real" else [mode["extra_budget"]])
+                   if key(source, n, seed, b) not in plan["selections"]]
+        if not budgets:
+            continue
         data = tiny_set(source, n, seed, cache, mode["synth_iters"])
         scores = RecoverabilityScorer(teacher, data, method="closed_form", seed=seed).score(blocks, progress=progress)
-        budgets = mode["budgets"] if source == "real" else [mode["extra_budget"]]
         for budget in budgets:
             sel = select_blocks({r.block: r.mse for r in scores}, table.saved, latency_reduction=budget, measure=measure)
-            plan["selections"][f"{source}-n{n}-s{seed}-b{int(round(100 * budget))}"] = {
+            plan["selections"][key(source, n, seed, budget)] = {
                 "blocks": sel.blocks, "measured": sel.measured, "predicted": sel.predicted,
                 "macs": count_macs(drop_blocks(teacher, sel.blocks), x)}
             print(f"{source} n={n} seed={seed} budget={budget:.0%}: {sel.blocks} measured {sel.measured:.1%}", flush=True)
     for budget in sorted({*mode["budgets"], mode["extra_budget"]}):
+        if str(int(round(100 * budget))) in plan["channel"]:
+            continue
         plan["channel"][str(int(round(100 * budget)))] = _channel_ratio(teacher, budget, mode["backend"], mode["latency_s"])
         print(f"channel pruning for {budget:.0%}: {plan['channel'][str(int(round(100 * budget)))]}", flush=True)
     atomic_write_json(out / "plan.json", plan)
@@ -320,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra-sizes", type=int, nargs="*", help="override the synthetic/ood set sizes (none: skip them)")
     p.add_argument("--extra-seeds", type=int, nargs="+", help="seeds for the synthetic/ood sets (default: --seeds)")
     p.add_argument("--methods", nargs="+", choices=REAL_METHODS, help="restrict the methods")
+    p.add_argument("--fresh", action="store_true", help="prepare: recompute every selection (default: keep those in plan.json)")
     a = p.parse_args(argv)
     name = "fewshot-quick" if a.quick else "fewshot"
     mode = dict(MODES["quick" if a.quick else "full"])
@@ -330,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     warnings.filterwarnings("ignore")
     if a.phase in ("prepare", "all") and (a.phase == "prepare" or not (out / "plan.json").exists()):
-        prepare(mode, out, progress=not a.quick)
+        prepare(mode, out, progress=not a.quick, fresh=a.fresh)
     if a.phase in ("run", "all"):
         run(mode, out, a.device, a.workers, a.threads)
     if a.phase in ("report", "all"):

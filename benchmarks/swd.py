@@ -66,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--a-max", type=float, default=1e5)
     p.add_argument("--unstructured-target", type=float, default=0.99, help="fraction of conv/linear weights removed")
     p.add_argument("--structured-target", type=float, default=0.95, help="fraction of all parameters removed")
+    p.add_argument("--modes", default="unstructured,structured", help="comma-separated: unstructured, structured")
     p.add_argument("--latency-runs", type=int, default=300, help="timed OpenVINO inferences per model (median)")
     p.add_argument("--reuse", action="store_true", help="reuse the results of an earlier run with the same --name "
                    "instead of training: re-time its saved models (unless --no-latency) and re-render the report")
@@ -75,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=None, help="output file stem (default: swd_quick or swd_full)")
     args = p.parse_args(argv)
     args.name = args.name or ("swd_quick" if args.quick else "swd_full")
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not args.modes or any(m not in ("unstructured", "structured") for m in args.modes):
+        p.error(f"--modes takes unstructured and/or structured, got {','.join(args.modes) or 'nothing'}")
     if args.quick:
         args.latency_runs = min(args.latency_runs, 50)
     return args
@@ -150,7 +154,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                               "params": sum(p.numel() for p in teacher.parameters())},
         "runs": [], "checkpoints": {},
     }
-    for mode, target in (("unstructured", args.unstructured_target), ("structured", args.structured_target)):
+    targets = {"unstructured": args.unstructured_target, "structured": args.structured_target}
+    for mode, target in ((m, targets[m]) for m in args.modes):
         config = SWDConfig(mode=mode, target=target, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            a_max=args.a_max, seed=args.seed, steps=6 if args.quick else None, checkpoint_every=0)
         ctx = CompressionContext(FMNIST_CONFIG, device=args.device, progress=sys.stderr.isatty())
@@ -207,12 +212,12 @@ def markdown(report: dict[str, Any]) -> str:
 
 def plot(report: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    modes = ["unstructured", "structured"]
+    modes = list(dict.fromkeys(r["mode"] for r in report["runs"]))
     for i, method in enumerate(METHODS):
         vals = [next(r["top1"] for r in report["runs"] if r["mode"] == m and r["method"] == method) for m in modes]
-        ax1.bar([j + (i - 1) * 0.27 for j in range(2)], vals, width=0.27, label=METHODS[method])
+        ax1.bar([j + (i - 1) * 0.27 for j in range(len(modes))], vals, width=0.27, label=METHODS[method])
     ax1.axhline(report["teacher"]["top1"], color="k", ls="--", lw=1, label="teacher")
-    ax1.set_xticks(range(2), [f"{m}\nkept {next(r['kept_fraction'] for r in report['runs'] if r['mode'] == m):.3f}"
+    ax1.set_xticks(range(len(modes)), [f"{m}\nkept {next(r['kept_fraction'] for r in report['runs'] if r['mode'] == m):.3f}"
                               for m in modes])
     ax1.set_ylabel("top-1 (Fashion-MNIST test)")
     ax1.set_ylim(0, 1.25)

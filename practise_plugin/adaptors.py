@@ -211,6 +211,28 @@ class StreamAnalysis:
         unique = {s.key: s for s in found if s.module in self.feature_modules}
         return list(unique.values())
 
+    def previous_unit(self, block: Block) -> tuple[str, list[AdaptorSite]] | None:
+        """The unit just before ``block`` in its stage: (module path whose output is the stream there, its writers).
+
+        Used by the closed-form fit of pre-adaptors, which needs the stream right before the hole as a
+        module output; None when there is no such unit or its output is internal to a container (an
+        earlier branch of the same transformer block).
+        """
+        units = self._units(block.stage)
+        here = units.index((block.path, block.branch))
+        if here == 0 or self.stream_output(units[here - 1]) is None:
+            return None
+        prev = units[here - 1]
+        return prev[0], [w for w in self._writers(*prev) if w.module in self.feature_modules]
+
+    def stream_output(self, unit: tuple[str, int | None]) -> str | None:
+        """Module path whose output is the stream after ``unit``: the unit itself, or its container's last branch."""
+        path, branch = unit
+        if branch is None:
+            return path
+        chain = residual_chain(self.model.get_submodule(path))
+        return path if chain is not None and branch == len(chain.adds) - 1 else None
+
 
 class Adaptors(nn.Module):
     """A set of identity-initialised adaptors, attached to a model with hooks (no structural change)."""

@@ -6,9 +6,13 @@ between teacher and student (B dropped, adaptors fitted). Two ways to fit the ad
 
 - ``"sgd"``: the paper's procedure (faithful reference): train all adaptors (pre and post) with SGD,
   BN frozen, on the feature MSE.
-- ``"closed_form"``: the adaptors are linear, so fit the post-adaptors by ridge least squares, one at a
-  time in forward order, each mapping the student's input of that layer onto the teacher's. Pre-adaptors
-  stay at identity. A few forward passes instead of a thousand SGD steps.
+- ``"closed_form"``: the adaptors are linear, so fit them by ridge least squares. First the pre-adaptors
+  of the unit right before the hole, so that the stream leaving it matches the teacher's stream *after*
+  the dropped block: this corrects the skip path too, which post-adaptors cannot reach. It applies when
+  that stream is an affine, per-channel function of the writers' outputs (BatchNorm or LayerScale, then
+  the residual add: MobileNet/EfficientNet/ViT); behind a ReLU (ResNet) the pre-adaptors stay at identity.
+  Then the post-adaptors, one at a time in forward order, each mapping the student's input of that
+  layer onto the teacher's. A few forward passes instead of a thousand SGD steps.
 - ``"none"``: the MSE of the bare hole (no adaptors): an ablation, and the cheapest proxy.
 """
 
@@ -65,6 +69,24 @@ def _has_module(model: nn.Module, path: str) -> bool:
     except AttributeError:
         return False
     return True
+
+
+def _module_output(model: nn.Module, path: str, fn, x: torch.Tensor) -> torch.Tensor:
+    """Output of module ``path`` for batch ``x`` (the forward stops right there)."""
+    box: list[torch.Tensor] = []
+
+    def hook(mod, args, out):
+        box.append(out)
+        raise _Stop
+
+    h = model.get_submodule(path).register_forward_hook(hook)
+    try:
+        fn(x)
+    except _Stop:
+        pass
+    finally:
+        h.remove()
+    return box[0]
 
 
 def _layer_input(model: nn.Module, path: str, fn, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +155,95 @@ class RecoverabilityScorer:
 
     # -- fitting ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _fit_closed_form(self, adaptors: Adaptors) -> None:
+    def _fit_pre_closed_form(self, adaptors: Adaptors, block: Block) -> bool:
+        """Fit the pre-adaptors of the unit before ``block`` so its output matches the teacher's after ``block``.
+
+        With the stream o = e + sum_w D_w y_w (writer outputs y_w, per-channel scales D_w, everything
+        else e), probing the student with each writer zeroed gives u_w = D_w y_w and e. A ridge least
+        squares then finds Q with e + sum_w Q_w u_w ~ t, and P_w = D_w^-1 Q_w D_w. The probes also check
+        the assumption (doubling every writer must double o - e; u_w must be D_w y_w): when it fails, the
+        pre-adaptors stay at identity and False is returned.
+        """
+        target = self.analysis.stream_output((block.path, block.branch))
+        found = self.analysis.previous_unit(block)
+        if target is None or found is None:
+            return False
+        unit, writers = found
+        keys = {w.key for w in writers}
+        idx = [i for i, site in enumerate(adaptors.sites) if site.key in keys and _has_module(self.work, site.module)]
+        if not idx:
+            return False
+        s_fn, t_fn = feature_fn(self.work, self.point), feature_fn(self.teacher, self.point)
+        mats = adaptors.mats
+
+        def stream(x: torch.Tensor, scales: list[float]) -> torch.Tensor:
+            for i, a in zip(idx, scales):
+                mats[i].copy_(a * torch.eye(mats[i].shape[0]))
+            adaptors.attach(self.work)
+            try:
+                return _module_output(self.work, unit, s_fn, x)
+            finally:
+                adaptors.detach()
+
+        n = len(idx)
+        c = adaptors.sites[idx[0]].channels
+        xx = torch.zeros(n * c, n * c, dtype=torch.float64)
+        yx = torch.zeros(c, n * c, dtype=torch.float64)
+        uy = torch.zeros(n, c, dtype=torch.float64)
+        yy = torch.zeros(n, c, dtype=torch.float64)
+        uu = torch.zeros(n, c, dtype=torch.float64)
+        nonlinear = signal = 0.0
+        for j in range(0, len(self.images), self.batch_size):
+            x = self.images[j : j + self.batch_size].to(self.device)
+            raw: list[torch.Tensor] = []
+            handles = [self.work.get_submodule(adaptors.sites[i].module).register_forward_hook(
+                lambda mod, a, out: raw.append(out)) for i in idx]
+            try:
+                o1 = stream(x, [1.0] * n)
+            finally:
+                for h in handles:
+                    h.remove()
+            e = stream(x, [0.0] * n)
+            o2 = stream(x, [2.0] * n)
+            if o1.shape != e.shape or any(r.shape != o1.shape for r in raw):
+                return self._reset(adaptors, idx)
+            conv = o1.dim() == 4
+            flat = lambda z: _channels_first(z, conv).double().cpu()  # noqa: E731
+            u = [flat(o1 - (stream(x, [0.0 if k == w else 1.0 for k in range(n)]) if n > 1 else e)) for w in range(n)]
+            y = [flat(r) for r in raw]
+            nonlinear += float(((o2 - e) - 2 * (o1 - e)).double().pow(2).sum())
+            signal += float((o1 - e).double().pow(2).sum())
+            big = torch.cat(u)
+            xx += big @ big.t()
+            yx += (flat(_module_output(self.teacher, target, t_fn, x)) - flat(e)) @ big.t()
+            for w in range(n):
+                uy[w] += (u[w] * y[w]).sum(1)
+                yy[w] += (y[w] * y[w]).sum(1)
+                uu[w] += (u[w] * u[w]).sum(1)
+        d = uy / yy.clamp_min(1e-30)
+        off_diagonal = float((uu - uy * d).sum() / uu.sum().clamp_min(1e-30))
+        if signal == 0.0 or nonlinear > 1e-6 * signal or off_diagonal > 1e-4:
+            return self._reset(adaptors, idx)
+        lam = self.ridge * float(torch.trace(xx)) / (n * c) + 1e-12
+        prior = torch.eye(c, dtype=torch.float64).repeat(1, n)
+        q = torch.linalg.solve(xx + lam * torch.eye(n * c, dtype=torch.float64), (yx + lam * prior).t()).t()
+        tiny = 1e-8 * float(d.abs().max())
+        d = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
+        for w, i in enumerate(idx):
+            qw = q[:, w * c : (w + 1) * c]
+            mats[i].copy_((qw * d[w][None, :] / d[w][:, None]).float())
+        return True
+
+    @staticmethod
+    def _reset(adaptors: Adaptors, idx: list[int]) -> bool:
+        for i in idx:
+            adaptors.mats[i].copy_(torch.eye(adaptors.mats[i].shape[0]))
+        return False
+
+    @torch.no_grad()
+    def _fit_closed_form(self, adaptors: Adaptors, blocks: list[Block]) -> None:
+        for block in sorted(blocks, key=lambda b: self.order.get(b.path, 0)):
+            self._fit_pre_closed_form(adaptors, block)
         s_fn = feature_fn(self.work, self.point)
         t_fn = feature_fn(self.teacher, self.point)
         readers = sorted(
@@ -194,7 +304,7 @@ class RecoverabilityScorer:
         with dropped_temporarily(self.work, [b.name for b in blocks]):
             dropped = self._mse()
             if self.method == "closed_form":
-                self._fit_closed_form(adaptors)
+                self._fit_closed_form(adaptors, blocks)
             elif self.method == "sgd":
                 self._fit_sgd(adaptors)
             if self.method == "none":

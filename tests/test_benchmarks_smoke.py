@@ -53,6 +53,16 @@ def test_quick_fewshot_benchmark(tmp_path):
     for c in result["cells"]:
         assert c["latency_reduction"] >= 0.22 and 0.0 <= c["top1"] <= 1.0  # macs backend: exact
     assert "| practise |" in (tmp_path / "fewshot-quick.md").read_text()
+    # growing the grid (another seed) keeps what finished cells were planned and trained with
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    done = {p.name: p.read_text() for p in (tmp_path / "cells").iterdir()}
+    grown = ["--quick", "--out", str(tmp_path), "--seeds", "0", "1", "--extra-sizes"]
+    assert _load("fewshot").main(["prepare", *grown]) == 0 and _load("fewshot").main(["run", *grown]) == 0
+    new_plan = json.loads((tmp_path / "plan.json").read_text())
+    assert all(new_plan["selections"][k] == v for k, v in plan["selections"].items())
+    assert "real-n20-s1-b22" in new_plan["selections"] and new_plan["channel"] == plan["channel"]
+    assert all((tmp_path / "cells" / name).read_text() == text for name, text in done.items())
+    assert {p.name for p in (tmp_path / "cells").iterdir()} > set(done)
 
 
 def test_quick_recoverability_benchmark(tmp_path):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from practise_plugin import ConfigError, RecoverabilityScorer, discover_blocks
+from practise_plugin import ConfigError, RecoverabilityScorer, builtin, discover_blocks, load_model
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +43,47 @@ def test_joint_fit_excludes_layers_inside_dropped_blocks(teacher, tiny, candidat
 def test_unknown_method():
     with pytest.raises(ConfigError, match="closed_form, sgd, none"):
         RecoverabilityScorer(None, None, method="magic")  # type: ignore[arg-type]
+
+
+def _out_sites(adaptors):
+    return {s.module: m.detach() for s, m in zip(adaptors.sites, adaptors.mats) if s.side == "out"}
+
+
+def test_closed_form_pre_adaptors_reach_the_least_squares_optimum_on_a_linear_stream():
+    """EfficientNet's stream is BN(conv_pwl(.)) + skip: the pre-adaptor fit is a plain least squares."""
+    b = load_model("builtin:efficientnet_lite0", input_size=(3, 64, 64))
+    photos = builtin.imagenet_samples(b.data_config)
+    teacher = b.model
+    block = next(x for x in discover_blocks(teacher, photos.images[:1], count_cost=False) if x.name == "blocks.4.1")
+    rec, adaptors = RecoverabilityScorer(teacher, photos, method="closed_form").fit(block)
+    p = _out_sites(adaptors)["blocks.4.0.conv_pwl"]  # 4.0 is the stage's first unit: its output is bn3(conv_pwl)
+    assert not torch.allclose(p, torch.eye(len(p)))
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [teacher.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, o))
+             for n in ("blocks.4.0.conv_pwl", "blocks.4.1")]
+    with torch.no_grad():
+        teacher(photos.images)
+    for h in hooks:
+        h.remove()
+    bn = teacher.blocks[4][0].bn3
+    y, t = seen["blocks.4.0.conv_pwl"], seen["blocks.4.1"]
+    flat = lambda z: z.transpose(0, 1).reshape(z.shape[1], -1).double()  # noqa: E731
+    with torch.no_grad():
+        e = bn(torch.zeros_like(y))
+        fitted = bn(torch.einsum("oc,nchw->nohw", p, y))
+    # the best map of this form, by torch.linalg.lstsq: (t - e) ~ Z y with Z = D P
+    z = torch.linalg.lstsq(flat(y).t(), flat(t - e).t()).solution
+    best = float((flat(t - e) - z.t() @ flat(y)).pow(2).sum())
+    ours = float((flat(t) - flat(fitted)).pow(2).sum())
+    bare = float((flat(t) - flat(bn(y).detach())).pow(2).sum())  # the hole: the stream goes on as 4.0 left it
+    assert ours <= 1.02 * best  # ridge-regularised, so a hair above the unregularised optimum
+    assert ours < 0.8 * bare
+    assert rec.mse < rec.mse_dropped
+
+
+def test_closed_form_pre_adaptors_stay_identity_behind_a_relu(teacher, tiny, candidates):
+    """The built-in ResNet applies ReLU after the residual add: not affine, so no pre-adaptor fit."""
+    block = next(b for b in candidates if b.name == "layer2.2")
+    _, adaptors = RecoverabilityScorer(teacher.model, tiny.subset(range(64)), method="closed_form").fit(block)
+    pre = _out_sites(adaptors)
+    assert pre and all(torch.equal(m, torch.eye(len(m))) for m in pre.values())

@@ -91,6 +91,8 @@ def test_structured_count_matches_real_channel_removal(teacher, name, target):
     remove_channels(model, example, crit.removal_plan(decision.removed))
     actual = sum(p.numel() for p in model.parameters())
     assert actual == decision.kept  # the count SWD optimises is the count removal really gives
+    # SWD decays exactly what the removal deletes: filters, BatchNorm entries and the consumers' input slices
+    assert sum(int((~m).sum()) for m in decision.masks) == total - actual
     assert actual <= (1 - target) * total
     assert abs(actual / total - (1 - target)) < 0.01
     assert model(example).shape == (1, 10)

@@ -101,6 +101,29 @@ class _Layer:
         self.params = own
 
 
+def _channel_dims(module: nn.Module, side: str) -> list[tuple[nn.Parameter, int]]:
+    """(parameter, dimension) pairs that lose an index when ``module`` loses one ``side`` channel.
+
+    Grouped (non-depthwise) convs lose input channels in blocks of the group size; their input side is
+    counted but not decayed. A depthwise conv's input channels are its output channels (decayed once).
+    """
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+    if not isinstance(weight, nn.Parameter):
+        return []
+    with_bias = [(bias, 0)] if isinstance(bias, nn.Parameter) else []
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        if module.groups > 1:
+            return []
+        return [(weight, 1), *with_bias] if side == "out" else [(weight, 0)]
+    if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+        if side == "out":
+            return [(weight, 0), *with_bias]
+        return [(weight, 1)] if getattr(module, "groups", 1) == 1 else []
+    if side == "out" and weight.ndim == 1 and weight.numel() > 1:  # BatchNorm, GroupNorm, LayerNorm, PReLU
+        return [(weight, 0), *with_bias]
+    return []
+
+
 def _is_depthwise(conv: nn.modules.conv._ConvNd) -> bool:
     return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
 
@@ -112,8 +135,14 @@ class ChannelCriterion:
     channel together (residual streams couple several BatchNorms). Its score is the largest |gamma|
     among its BatchNorms **(our choice)**: it can go only when every BatchNorm feeding it is small.
     Groups without a BatchNorm are never pruned, and each group keeps its best channel, so no layer
-    ever loses all its channels. ``params`` are the BatchNorm weights and biases: SWD decays both, as in
-    the reference code's structured mode, so a removed channel outputs ~0 before it is removed.
+    ever loses all its channels.
+
+    ``params`` are every parameter that removing a channel deletes: the BatchNorm's weight and bias, the
+    producing layer's filter and bias, and the consuming layers' input slices (the reference code's
+    ``structuredF`` mode). Decaying only gamma and beta is not enough in a BatchNorm network: the next
+    layer's weights on a shrinking channel grow back under plain weight decay alone, so the channel keeps
+    carrying signal at tiny scale, and removing it collapsed the built-in teacher to chance (10% top-1 after
+    two epochs, ``benchmarks/swd.py``) while its BatchNorm outputs were ~1e-3.
     """
 
     def __init__(self, model: nn.Module, target: float, example_input: torch.Tensor | None) -> None:
@@ -131,6 +160,7 @@ class ChannelCriterion:
         self.roots: list[tuple[str, int]] = []  # (root module path, channel index) per coupled channel
         starts: list[int] = []
         members: list[tuple[nn.Module, list[int], list[int]]] = []  # (bn, its channel idxs, coupled ids)
+        slices: list[tuple[nn.Parameter, int, list[int], list[int]]] = []  # (param, dim, idxs, coupled ids)
         layers: dict[tuple[nn.Module, str], list[int]] = {}  # (module, "out" | "in") -> coupled id per channel
         for group in groups:
             if not any(isinstance(it.dep.target.module, _NORM) and it.dep.target.module.affine for it in group):
@@ -144,8 +174,11 @@ class ChannelCriterion:
                     continue  # additions, activations, pooling: nothing to count
                 side = "out" if dg.is_out_channel_pruning_fn(it.dep.handler) else "in"
                 coupled = [base + int(r) for r in it.root_idxs]
+                idxs = [int(i) for i in it.idxs]
                 if side == "out" and isinstance(module, _NORM):
-                    members.append((module, [int(i) for i in it.idxs], coupled))
+                    members.append((module, idxs, coupled))
+                for param, dim in _channel_dims(module, side):
+                    slices.append((param, dim, idxs, coupled))
                 if side == "in" and isinstance(module, nn.modules.conv._ConvNd) and _is_depthwise(module):
                     continue  # a depthwise conv's input channels are its output channels, counted once
                 layers.setdefault((module, side), []).extend(coupled)
@@ -155,8 +188,13 @@ class ChannelCriterion:
                 "BatchNorm follows a prunable conv in this model; use mode='unstructured'"
             )
         self._starts = starts + [len(self.roots)]
-        self._bns = list(dict.fromkeys(bn for bn, _, _ in members))
-        self.params = [p for bn in self._bns for p in (bn.weight, bn.bias)]
+        position: dict[int, int] = {}
+        self.params = []
+        for p, _, _, _ in slices:
+            if id(p) not in position:
+                position[id(p)] = len(self.params)
+                self.params.append(p)
+        self._slices = [(position[id(p)], d, torch.tensor(i), torch.tensor(c)) for p, d, i, c in slices]
         self._members = [(bn, torch.tensor(i), torch.tensor(c)) for bn, i, c in members]
         self._build_counts(model, layers)
         self.budget = (1.0 - target) * self.total
@@ -233,11 +271,13 @@ class ChannelCriterion:
         return Decision(self.keep_masks(removed), int(round(self.params_after(removed))), self.total, removed)
 
     def keep_masks(self, removed: torch.Tensor) -> list[torch.Tensor]:
-        """Masks aligned with ``params`` (each BatchNorm's weight, then bias): False for removed channels."""
-        per_bn = {bn: torch.ones(bn.num_features, dtype=torch.bool) for bn in self._bns}
-        for bn, idx, coupled in self._members:
-            per_bn[bn][idx] &= ~removed[coupled]
-        return [per_bn[bn].to(bn.weight.device) for bn in self._bns for _ in (0, 1)]
+        """Masks shaped like ``params``: False on every slice that removing the flagged channels deletes."""
+        masks = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
+        for j, dim, idx, coupled in self._slices:
+            gone = idx[removed[coupled]]
+            if len(gone):
+                masks[j].index_fill_(dim, gone.to(masks[j].device), False)
+        return masks
 
     def removal_plan(self, removed: torch.Tensor) -> dict[str, list[int]]:
         """``{group root module path: channel indices}`` for :func:`practise_plugin.channels.remove_channels`."""

@@ -66,7 +66,7 @@ class SWDRegularizer:
 
     @property
     def params(self) -> list[nn.Parameter]:
-        """The parameters SWD decays: conv/linear weights, or BatchNorm weights and biases (structured)."""
+        """The parameters SWD decays: conv/linear weights, or every parameter slice a channel removal deletes (structured)."""
         return self.criterion.params
 
     def penalty(self) -> torch.Tensor:
