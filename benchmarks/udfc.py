@@ -4,9 +4,12 @@ Why it exists: the paper's claim is an ordering (UDFC > Neuron Merging > Prune a
 with 4- and 6-bit weights, no data, no fine-tuning). This reproduces that grid on the built-in
 Fashion-MNIST ResNet-34-layout network (``practise_plugin.models.load_model("builtin")``) with the full
 10k Fashion-MNIST test split, adds quantization-only rows, and times the whole pass on ResNet-50 on CPU.
+A per-layer diagnosis (``udfc-layers.*``) shows where the ordering is won or lost: each chain pruned
+alone, consumer-output error with and without the ReLU between the pruned layer and its consumer.
 
-    python benchmarks/udfc.py --quick          # smoke test, <= 60 s, prints the table
-    python benchmarks/udfc.py                  # full grid; writes benchmarks/results/udfc.{json,md,png}
+    python benchmarks/udfc.py --quick          # smoke test, <= 60 s, prints the tables
+    python benchmarks/udfc.py                  # full grid; writes benchmarks/results/udfc{,-layers}.{json,md}, udfc.png
+    python benchmarks/udfc.py --layers-only    # the per-layer diagnosis alone (seconds)
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from practise_plugin.data import ImageSet  # noqa: E402
 from practise_plugin.io import atomic_write_json, atomic_write_text, ensure_writable_dir, save_png  # noqa: E402
 from practise_plugin.models import load_model  # noqa: E402
+from practise_plugin.udfc.chains import analyse  # noqa: E402
+from practise_plugin.udfc.compensate import coefficients, select_filters  # noqa: E402
 from practise_plugin.udfc.pipeline import run_pass  # noqa: E402
 
 METHODS = ("prune", "nm", "udfc")
+LAYER_SETTING = ("l2", 0.5)  # the per-layer diagnosis at the setting where NM leads UDFC most
 LABEL = {"prune": "Prune", "nm": "NM", "udfc": "UDFC", "plain": "plain quant", "udfc+bn": "UDFC + BN fold"}
 # METHODS.md section 3: CIFAR-10 ResNet-56 (93.88), 4-bit weights, l2/l1 criterion.
 PAPER_R56_W4 = {
@@ -45,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="results folder (full mode default: benchmarks/results)")
     p.add_argument("--criteria", default="l2,l1", help="comma-separated filter criteria (full mode)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--layers-only", action="store_true",
+                   help="only the per-layer diagnosis (udfc-layers.json/.md, seconds): skip the grid and the timing")
     return p.parse_args(argv)
 
 
@@ -63,6 +71,46 @@ def one_row(bundle, images, *, criterion: str, ratio: float, bits: int | None, m
     row = {"criterion": criterion, "ratio": ratio, "bits": bits, "method": label, "top1": accuracy(compressed, images),
            "params": report.params_after, "pass_seconds": round(report.seconds["total"], 3)}
     print(f"  {criterion} ratio={ratio:.1f} bits={bits} {LABEL[label]:>14s}: top-1 {100 * row['top1']:.2f}%", flush=True)
+    return row
+
+
+def layer_errors(bundle, images: ImageSet, *, criterion: str, ratio: float) -> list[dict[str, Any]]:
+    """Where the ordering is decided: each chain pruned alone, error of its consumer's output on real images.
+
+    For every prunable chain conv -> BN -> ReLU -> conv, prune ``ratio`` of the head's filters, compensate
+    with each method, and report the consumer's output error relative to the teacher's, twice: through
+    the ReLU (what the network computes) and with the ReLU removed (the linear relation between
+    pre-activations that UDFC's closed form minimises, data-free). Diagnosis only; the methods see no image.
+    """
+    model = bundle.model.eval()
+    chains = [c for c in analyse(model, bundle.example_input()) if c.prunable and c.bn is not None and c.homogeneous
+              and isinstance(model.get_submodule(c.consumer), torch.nn.Conv2d)]
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [model.get_submodule(c.path).register_forward_pre_hook(lambda m, a, p=c.path: inputs.__setitem__(p, a[0]))
+             for c in chains]
+    try:
+        with torch.no_grad():
+            model(images.images)
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        return [_layer_row(model, c, inputs[c.path], criterion, ratio) for c in chains]
+
+
+def _layer_row(model: torch.nn.Module, chain, x: torch.Tensor, criterion: str, ratio: float) -> dict[str, Any]:
+    """One chain's row of :func:`layer_errors`, from its head's real input ``x``."""
+    conv, bn, nxt = (model.get_submodule(p) for p in (chain.path, chain.bn, chain.consumer))
+    y = bn(conv(x))
+    pruned, kept = select_filters(conv.weight, ratio, criterion)
+    row: dict[str, Any] = {"layer": chain.path}
+    for method in METHODS:
+        S, _ = coefficients(conv, bn, pruned, kept, method)
+        w = nxt.weight[:, kept] + torch.einsum("ojhw,ji->oihw", nxt.weight[:, pruned], S)
+        for tag, act in (("relu", torch.relu), ("linear", lambda t: t)):
+            ref = torch.nn.functional.conv2d(act(y), nxt.weight, None, nxt.stride, nxt.padding)
+            out = torch.nn.functional.conv2d(act(y[:, kept]), w, None, nxt.stride, nxt.padding)
+            row[f"{method}_{tag}"] = float((out - ref).pow(2).sum() / ref.pow(2).sum())
     return row
 
 
@@ -93,6 +141,22 @@ def ordering(rows: list[dict]) -> list[dict]:
             out.append({"criterion": crit, "ratio": ratio, "bits": bits or None, **acc,
                         "udfc>nm>prune": acc["udfc"] > acc["nm"] > acc["prune"]})
     return out
+
+
+def layer_markdown(layers: list[dict], criterion: str, ratio: float, command: str) -> str:
+    lines = [f"# UDFC per layer: where the ordering is decided ({criterion}, {int(100 * ratio)}%, each chain pruned alone)", "",
+             f"Command: `{command}`. Network: the built-in Fashion-MNIST ResNet (fp32).", "",
+             "Consumer-output error relative to the teacher's on 500 real training images (diagnosis only). "
+             "*linear*: ReLU removed, the relation UDFC's closed form optimises; *relu*: what the network computes.", "",
+             "| layer | Prune linear | NM linear | UDFC linear | Prune relu | NM relu | UDFC relu |", "|---|---|---|---|---|---|---|"]
+    cols = [f"{m}_{t}" for t in ("linear", "relu") for m in METHODS]
+    for r in layers:
+        lines.append(f"| {r['layer']} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+    lines.append("| **sum** | " + " | ".join(f"**{sum(r[c] for r in layers):.3f}**" for c in cols) + " |")
+    for tag in ("linear", "relu"):
+        wins = sum(r[f"udfc_{tag}"] < r[f"nm_{tag}"] for r in layers)
+        lines += ["", f"UDFC below NM ({tag}): {wins} of {len(layers)} layers."]
+    return "\n".join(lines) + "\n"
 
 
 def markdown(base: float, rows: list[dict], grid: list[dict], timing: dict, meta: dict) -> str:
@@ -160,10 +224,20 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (None if args.quick else Path(__file__).resolve().parent / "results")
     if out is not None:
         ensure_writable_dir(out)
-    from practise_plugin.builtin import test_set
+    from practise_plugin.builtin import test_set, tiny_set
 
     t0 = time.perf_counter()
     bundle = load_model("builtin")
+    crit, ratio = LAYER_SETTING
+    layers = layer_errors(bundle, tiny_set(64 if args.quick else 500, 0), criterion=crit, ratio=ratio)
+    command = "python benchmarks/udfc.py" + (" --quick" if args.quick else "")
+    layer_text = layer_markdown(layers, crit, ratio, command + (" --layers-only" if args.layers_only else ""))
+    print(layer_text)
+    if out is not None:
+        atomic_write_json(out / "udfc-layers.json", {"criterion": crit, "ratio": ratio, "layers": layers})
+        atomic_write_text(out / "udfc-layers.md", layer_text)
+    if args.layers_only:
+        return 0
     images = test_set()
     if args.quick:
         images = images.subset(torch.arange(0, len(images), max(1, len(images) // 1000)))
@@ -185,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(one_row(bundle, images, criterion="l2", ratio=0.0, bits=bits, method="udfc", fold=True))
     timing = time_pass(arch, repeats)
     grid = ordering(rows)
-    command = "python benchmarks/udfc.py" + (" --quick" if args.quick else "") + ("" if args.criteria == "l2,l1" else f" --criteria {args.criteria}")
+    command += "" if args.criteria == "l2,l1" else f" --criteria {args.criteria}"
     meta = {"network": f"builtin ({bundle.spec}, trained top-1 {bundle.meta.get('test_top1')})",
             "test_set": f"{images.source}, {len(images)} images", "command": command,
             "seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__}

@@ -103,3 +103,8 @@ def test_quick_udfc_benchmark(tmp_path, capsys):
     methods = {r["method"] for r in result["rows"]}
     assert {"prune", "nm", "udfc"} <= methods
     assert all(0.0 <= r["top1"] <= 1.0 for r in result["rows"]) and result["timing"]
+    layers = json.loads((tmp_path / "udfc-layers.json").read_text())["layers"]
+    assert len(layers) == 16  # one inner conv per block of the built-in ResNet-34 layout
+    # in the linear regime its closed form is about, UDFC beats no compensation on every layer, and NM overall
+    assert all(r["udfc_linear"] < r["prune_linear"] for r in layers)
+    assert sum(r["udfc_linear"] for r in layers) < sum(r["nm_linear"] for r in layers)
