@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -62,7 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-images", type=int, default=60000, help="class-balanced training subset (max 60000)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per method (SWD training = fine-tuning time)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05, help="initial lr, x0.1 at 1/3 and 2/3 (both methods)")
+    p.add_argument("--lr", type=float, default=0.05, help="initial lr, x0.1 at each milestone (both methods)")
+    p.add_argument("--lr-milestones", default="0.333,0.667",
+                   help="comma-separated fractions of the run at which lr drops x0.1; '' keeps lr constant")
     p.add_argument("--a-max", type=float, default=1e5)
     p.add_argument("--unstructured-target", type=float, default=0.99, help="fraction of conv/linear weights removed")
     p.add_argument("--structured-target", type=float, default=0.95, help="fraction of all parameters removed")
@@ -77,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.name = args.name or ("swd_quick" if args.quick else "swd_full")
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.lr_milestones = tuple(float(v) for v in args.lr_milestones.split(",") if v.strip())
     if not args.modes or any(m not in ("unstructured", "structured") for m in args.modes):
         p.error(f"--modes takes unstructured and/or structured, got {','.join(args.modes) or 'nothing'}")
     if args.quick:
@@ -148,7 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train, test = load_data(args)
     teacher = load_model("builtin").model
     report: dict[str, Any] = {
-        "command": " ".join(["python", "benchmarks/swd.py", *sys.argv[1:]]), "device": args.device,
+        "command": shlex.join(["python", "benchmarks/swd.py", *sys.argv[1:]]), "device": args.device,
         "threads": torch.get_num_threads(), "torch": torch.__version__, "train_images": len(train),
         "test_images": len(test), "teacher": {"top1": top1(teacher, test, args.device),
                                               "params": sum(p.numel() for p in teacher.parameters())},
@@ -156,7 +160,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     targets = {"unstructured": args.unstructured_target, "structured": args.structured_target}
     for mode, target in ((m, targets[m]) for m in args.modes):
-        config = SWDConfig(mode=mode, target=target, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        config = SWDConfig(mode=mode, target=target, epochs=args.epochs, lr=args.lr, lr_milestones=args.lr_milestones,
+                           batch_size=args.batch_size,
                            a_max=args.a_max, seed=args.seed, steps=6 if args.quick else None, checkpoint_every=0)
         ctx = CompressionContext(FMNIST_CONFIG, device=args.device, progress=sys.stderr.isatty())
         pruned, stats = prune_only(teacher, config, args.device)

@@ -26,7 +26,8 @@ class SWDConfig(StrategyConfig):
 
     mode: Literal["unstructured", "structured"] = option(
         "unstructured", "unstructured: zero single conv/linear weights (global magnitude); structured: remove "
-        "whole channels chosen by BatchNorm |gamma| (the model really gets smaller and faster)")
+        "whole channels chosen by BatchNorm |gamma|, decaying every parameter they take with them (the model "
+        "really gets smaller and faster)")
     target: float = option(
         0.9, "fraction of parameters removed, in (0, 1): of conv/linear weights (unstructured) or of all "
         "parameters, counted after real channel removal (structured)")

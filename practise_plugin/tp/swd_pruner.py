@@ -9,8 +9,8 @@ end they are ~0 and the one hard prune barely changes the network.
 "What the prune would remove now" is Torch-Pruning's own decision: this pruner asks its ``BasePruner``
 machinery (importance, ratios, global ranking, ``round_to``, ``ignored_layers``) which groups and indices the
 next ``step()`` would remove, and decays every parameter slice of those groups: filters and biases, BatchNorm
-scales and shifts, and the next layers' input slices **(our choice: SWD's structured mode decays BatchNorm
-only; here everything the removal deletes)**. The gradient is added in place with ``index_add_`` on each
+scales and shifts, and the next layers' input slices, as :class:`~practise_plugin.swd.ChannelCriterion` does
+(the reference code's ``structuredF`` mode: decaying BatchNorm alone lets the next layer's weights grow back). The gradient is added in place with ``index_add_`` on each
 ``.grad``: Torch-Pruning's ``GrowingRegPruner`` writes to an indexed copy for BatchNorm, which is lost.
 Ordinary weight decay ``mu`` stays the optimizer's job (``weight_decay=mu``).
 """
