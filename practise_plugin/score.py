@@ -207,12 +207,17 @@ class RecoverabilityScorer:
             o2 = stream(x, [2.0] * n)
             if o1.shape != e.shape or any(r.shape != o1.shape for r in raw):
                 return self._reset(adaptors, idx)
-            conv = o1.dim() == 4
-            flat = lambda z: _channels_first(z, conv).double().cpu()  # noqa: E731
-            u = [flat(o1 - (stream(x, [0.0 if k == w else 1.0 for k in range(n)]) if n > 1 else e)) for w in range(n)]
-            y = [flat(r) for r in raw]
             nonlinear += float(((o2 - e) - 2 * (o1 - e)).double().pow(2).sum())
             signal += float((o1 - e).double().pow(2).sum())
+            if nonlinear > 1e-6 * signal:  # e.g. a ReLU after the add: known from the first batch
+                return self._reset(adaptors, idx)
+            conv = o1.dim() == 4
+
+            def flat(z: torch.Tensor) -> torch.Tensor:
+                return _channels_first(z, conv).double().cpu()
+
+            u = [flat(o1 - (stream(x, [0.0 if k == w else 1.0 for k in range(n)]) if n > 1 else e)) for w in range(n)]
+            y = [flat(r) for r in raw]
             big = torch.cat(u)
             xx += big @ big.t()
             yx += (flat(_module_output(self.teacher, target, t_fn, x)) - flat(e)) @ big.t()
@@ -222,7 +227,7 @@ class RecoverabilityScorer:
                 uu[w] += (u[w] * u[w]).sum(1)
         d = uy / yy.clamp_min(1e-30)
         off_diagonal = float((uu - uy * d).sum() / uu.sum().clamp_min(1e-30))
-        if signal == 0.0 or nonlinear > 1e-6 * signal or off_diagonal > 1e-4:
+        if signal == 0.0 or off_diagonal > 1e-4:
             return self._reset(adaptors, idx)
         lam = self.ridge * float(torch.trace(xx)) / (n * c) + 1e-12
         prior = torch.eye(c, dtype=torch.float64).repeat(1, n)
