@@ -71,33 +71,19 @@ def _has_module(model: nn.Module, path: str) -> bool:
     return True
 
 
-def _module_output(model: nn.Module, path: str, fn, x: torch.Tensor) -> torch.Tensor:
-    """Output of module ``path`` for batch ``x`` (the forward stops right there)."""
+def _capture(model: nn.Module, path: str, fn, x: torch.Tensor, *, output: bool) -> torch.Tensor:
+    """Output (or input) of module ``path`` for batch ``x``; the forward stops right there."""
     box: list[torch.Tensor] = []
 
-    def hook(mod, args, out):
-        box.append(out)
+    def keep(value: torch.Tensor) -> None:
+        box.append(value)
         raise _Stop
 
-    h = model.get_submodule(path).register_forward_hook(hook)
-    try:
-        fn(x)
-    except _Stop:
-        pass
-    finally:
-        h.remove()
-    return box[0]
-
-
-def _layer_input(model: nn.Module, path: str, fn, x: torch.Tensor) -> torch.Tensor:
-    """Input of layer ``path`` for batch ``x`` (the forward stops right there)."""
-    box: list[torch.Tensor] = []
-
-    def hook(mod, args):
-        box.append(args[0])
-        raise _Stop
-
-    h = model.get_submodule(path).register_forward_pre_hook(hook)
+    module = model.get_submodule(path)
+    if output:
+        h = module.register_forward_hook(lambda mod, args, out: keep(out))
+    else:
+        h = module.register_forward_pre_hook(lambda mod, args: keep(args[0]))
     try:
         fn(x)
     except _Stop:
@@ -181,7 +167,7 @@ class RecoverabilityScorer:
                 mats[i].copy_(a * torch.eye(mats[i].shape[0]))
             adaptors.attach(self.work)
             try:
-                return _module_output(self.work, unit, s_fn, x)
+                return _capture(self.work, unit, s_fn, x, output=True)
             finally:
                 adaptors.detach()
 
@@ -220,7 +206,7 @@ class RecoverabilityScorer:
             y = [flat(r) for r in raw]
             big = torch.cat(u)
             xx += big @ big.t()
-            yx += (flat(_module_output(self.teacher, target, t_fn, x)) - flat(e)) @ big.t()
+            yx += (flat(_capture(self.teacher, target, t_fn, x, output=True)) - flat(e)) @ big.t()
             for w in range(n):
                 uy[w] += (u[w] * y[w]).sum(1)
                 yy[w] += (y[w] * y[w]).sum(1)
@@ -263,8 +249,8 @@ class RecoverabilityScorer:
             adaptors.attach(self.work)
             for j in range(0, len(self.images), self.batch_size):
                 x = self.images[j : j + self.batch_size].to(self.device)
-                a = _channels_first(_layer_input(self.work, site.module, s_fn, x), conv).double().cpu()
-                b = _channels_first(_layer_input(self.teacher, site.module, t_fn, x), conv).double().cpu()
+                a = _channels_first(_capture(self.work, site.module, s_fn, x, output=False), conv).double().cpu()
+                b = _channels_first(_capture(self.teacher, site.module, t_fn, x, output=False), conv).double().cpu()
                 aa += a @ a.t()
                 ba += b @ a.t()
             adaptors.detach()
