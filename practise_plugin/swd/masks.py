@@ -101,11 +101,12 @@ class _Layer:
         self.params = own
 
 
-def _channel_dims(module: nn.Module, side: str) -> list[tuple[nn.Parameter, int]]:
-    """(parameter, dimension) pairs that lose an index when ``module`` loses one ``side`` channel.
+def channel_slices(module: nn.Module, side: str) -> list[tuple[nn.Parameter, int]]:
+    """(parameter, dimension) pairs that lose an index when ``module`` loses one ``side`` ("out"/"in") channel.
 
     Grouped (non-depthwise) convs lose input channels in blocks of the group size; their input side is
     counted but not decayed. A depthwise conv's input channels are its output channels (decayed once).
+    Norm layers (one weight entry per channel) lose the channel whichever side Torch-Pruning reports.
     """
     weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
     if not isinstance(weight, nn.Parameter):
@@ -119,7 +120,7 @@ def _channel_dims(module: nn.Module, side: str) -> list[tuple[nn.Parameter, int]
         if side == "out":
             return [(weight, 0), *with_bias]
         return [(weight, 1)] if getattr(module, "groups", 1) == 1 else []
-    if side == "out" and weight.ndim == 1 and weight.numel() > 1:  # BatchNorm, GroupNorm, LayerNorm, PReLU
+    if weight.ndim == 1 and weight.numel() > 1:  # BatchNorm, GroupNorm, LayerNorm, PReLU
         return [(weight, 0), *with_bias]
     return []
 
@@ -177,7 +178,7 @@ class ChannelCriterion:
                 idxs = [int(i) for i in it.idxs]
                 if side == "out" and isinstance(module, _NORM):
                     members.append((module, idxs, coupled))
-                for param, dim in _channel_dims(module, side):
+                for param, dim in channel_slices(module, side):
                     slices.append((param, dim, idxs, coupled))
                 if side == "in" and isinstance(module, nn.modules.conv._ConvNd) and _is_depthwise(module):
                     continue  # a depthwise conv's input channels are its output channels, counted once
@@ -188,12 +189,8 @@ class ChannelCriterion:
                 "BatchNorm follows a prunable conv in this model; use mode='unstructured'"
             )
         self._starts = starts + [len(self.roots)]
-        position: dict[int, int] = {}
-        self.params = []
-        for p, _, _, _ in slices:
-            if id(p) not in position:
-                position[id(p)] = len(self.params)
-                self.params.append(p)
+        self.params = list({id(p): p for p, _, _, _ in slices}.values())
+        position = {id(p): j for j, p in enumerate(self.params)}
         self._slices = [(position[id(p)], d, torch.tensor(i), torch.tensor(c)) for p, d, i, c in slices]
         self._members = [(bn, torch.tensor(i), torch.tensor(c)) for bn, i, c in members]
         self._build_counts(model, layers)

@@ -26,10 +26,8 @@ from torch import nn
 from ..channels import _plain
 from ..errors import ConfigError
 from ..swd import swd_strength
+from ..swd.masks import channel_slices
 from .surgery import channel_surgery
-
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
-
 
 class SWDPruner(tp.pruner.BasePruner):
     """``BasePruner`` + SWD: call :meth:`regularize` after each ``loss.backward()``, :meth:`step` once at the end.
@@ -103,18 +101,9 @@ class SWDPruner(tp.pruner.BasePruner):
     def _slices(self, dep: Any) -> list[tuple[nn.Parameter, int]]:
         """(parameter, dim) pairs that removing ``dep``'s channels deletes."""
         module = dep.target.module
-        if not isinstance(module, nn.Module) or getattr(module, "weight", None) is None:
+        if not isinstance(module, nn.Module):
             return []
-        out = self.DG.is_out_channel_pruning_fn(dep.handler)
-        bias = getattr(module, "bias", None)
-        if isinstance(module, _NORMS) or out:
-            dim = 1 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 0
-            return [(module.weight, dim)] + ([(bias, 0)] if isinstance(bias, torch.Tensor) else [])
-        if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
-            return []  # grouped conv inputs map onto groups, not weight columns; their outputs are decayed
-        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-            return [(module.weight, 0 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 1)]
-        return []
+        return channel_slices(module, "out" if self.DG.is_out_channel_pruning_fn(dep.handler) else "in")
 
     def surgery(self) -> list[dict[str, Any]]:
         """The replayable record for :func:`practise_plugin.checkpoint.save_compressed`."""
