@@ -143,10 +143,10 @@ def ordering(rows: list[dict]) -> list[dict]:
     return out
 
 
-def layer_markdown(layers: list[dict], criterion: str, ratio: float, command: str) -> str:
+def layer_markdown(layers: list[dict], criterion: str, ratio: float, images: int, command: str) -> str:
     lines = [f"# UDFC per layer: where the ordering is decided ({criterion}, {int(100 * ratio)}%, each chain pruned alone)", "",
              f"Command: `{command}`. Network: the built-in Fashion-MNIST ResNet (fp32).", "",
-             "Consumer-output error relative to the teacher's on 500 real training images (diagnosis only). "
+             f"Consumer-output error relative to the teacher's on {images} real training images (diagnosis only). "
              "*linear*: ReLU removed, the relation UDFC's closed form optimises; *relu*: what the network computes.", "",
              "| layer | Prune linear | NM linear | UDFC linear | Prune relu | NM relu | UDFC relu |", "|---|---|---|---|---|---|---|"]
     cols = [f"{m}_{t}" for t in ("linear", "relu") for m in METHODS]
@@ -229,12 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     bundle = load_model("builtin")
     crit, ratio = LAYER_SETTING
-    layers = layer_errors(bundle, tiny_set(64 if args.quick else 500, 0), criterion=crit, ratio=ratio)
+    probe = tiny_set(64 if args.quick else 500, 0)
+    layers = layer_errors(bundle, probe, criterion=crit, ratio=ratio)
     command = "python benchmarks/udfc.py" + (" --quick" if args.quick else "")
-    layer_text = layer_markdown(layers, crit, ratio, command + (" --layers-only" if args.layers_only else ""))
+    layer_text = layer_markdown(layers, crit, ratio, len(probe), command + (" --layers-only" if args.layers_only else ""))
     print(layer_text)
     if out is not None:
-        atomic_write_json(out / "udfc-layers.json", {"criterion": crit, "ratio": ratio, "layers": layers})
+        atomic_write_json(out / "udfc-layers.json", {"criterion": crit, "ratio": ratio, "images": len(probe), "layers": layers})
         atomic_write_text(out / "udfc-layers.md", layer_text)
     if args.layers_only:
         return 0
