@@ -44,6 +44,7 @@ from practise_plugin.builtin import FMNIST_CONFIG, FMNIST_CLASSES, test_set, tin
 from practise_plugin.builtin.fmnist import DEBIAN_DATASET_DIR, load_fmnist_split  # noqa: E402
 from practise_plugin.checkpoint import load_compressed, save_compressed  # noqa: E402
 from practise_plugin.data import ImageSet, from_uint8, sample_tiny_set  # noqa: E402
+from practise_plugin.errors import ConfigError  # noqa: E402
 from practise_plugin.io import atomic_write_json, atomic_write_text, save_png  # noqa: E402
 from practise_plugin.models import load_model  # noqa: E402
 from practise_plugin.strategies.base import CompressionContext  # noqa: E402
@@ -80,7 +81,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.name = args.name or ("swd_quick" if args.quick else "swd_full")
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    args.lr_milestones = tuple(float(v) for v in args.lr_milestones.split(",") if v.strip())
+    try:
+        args.lr_milestones = tuple(float(v) for v in args.lr_milestones.split(",") if v.strip())
+    except ValueError:
+        p.error(f"--lr-milestones takes comma-separated fractions such as 0.333,0.667 (or ''), got {args.lr_milestones!r}")
+    try:  # the schedule's own checks (milestone order, decay stability), before any data is loaded
+        SWDConfig(lr=args.lr, lr_milestones=args.lr_milestones, a_max=args.a_max, batch_size=args.batch_size)
+    except ConfigError as e:
+        p.error(str(e))
     if not args.modes or any(m not in ("unstructured", "structured") for m in args.modes):
         p.error(f"--modes takes unstructured and/or structured, got {','.join(args.modes) or 'nothing'}")
     if args.quick:
