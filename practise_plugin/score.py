@@ -93,6 +93,17 @@ def _capture(model: nn.Module, path: str, fn, x: torch.Tensor, *, output: bool) 
     return box[0]
 
 
+def _ridge_toward(prior: torch.Tensor, xx: torch.Tensor, yx: torch.Tensor, ridge: float) -> torch.Tensor:
+    """argmin_P ||Y - P X||^2 + lam ||P - prior||^2 from the Grams ``X X^T`` and ``Y X^T``.
+
+    ``lam`` is ``ridge`` times the mean eigenvalue of ``X X^T``, so the pull toward ``prior`` (identity:
+    the adaptor changes nothing) does not depend on the features' scale.
+    """
+    lam = ridge * float(torch.trace(xx)) / xx.shape[0] + 1e-12
+    eye = torch.eye(xx.shape[0], dtype=xx.dtype)
+    return torch.linalg.solve((xx + lam * eye).t(), (yx + lam * prior).t()).t()
+
+
 class RecoverabilityScorer:
     """Scores drop candidates of one teacher on one tiny set (teacher features are computed once)."""
 
@@ -215,9 +226,7 @@ class RecoverabilityScorer:
         off_diagonal = float((uu - uy * d).sum() / uu.sum().clamp_min(1e-30))
         if signal == 0.0 or off_diagonal > 1e-4:
             return self._reset(adaptors, idx)
-        lam = self.ridge * float(torch.trace(xx)) / (n * c) + 1e-12
-        prior = torch.eye(c, dtype=torch.float64).repeat(1, n)
-        q = torch.linalg.solve(xx + lam * torch.eye(n * c, dtype=torch.float64), (yx + lam * prior).t()).t()
+        q = _ridge_toward(torch.eye(c, dtype=torch.float64).repeat(1, n), xx, yx, self.ridge)
         tiny = 1e-8 * float(d.abs().max())
         d = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
         for w, i in enumerate(idx):
@@ -254,9 +263,7 @@ class RecoverabilityScorer:
                 aa += a @ a.t()
                 ba += b @ a.t()
             adaptors.detach()
-            lam = self.ridge * float(torch.trace(aa)) / c + 1e-12
-            eye = torch.eye(c, dtype=torch.float64)
-            p = torch.linalg.solve((aa + lam * eye).t(), (ba + lam * eye).t()).t()
+            p = _ridge_toward(torch.eye(c, dtype=torch.float64), aa, ba, self.ridge)
             adaptors.mats[i].copy_(p.float())
 
     def _fit_sgd(self, adaptors: Adaptors) -> None:
