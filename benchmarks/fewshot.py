@@ -68,6 +68,11 @@ MODES = {
 }
 
 
+def selection_key(source: str, n: int, seed: int, budget: float) -> str:
+    """plan.json's key for the blocks chosen on one tiny set at one budget, e.g. ``real-n500-s0-b22``."""
+    return f"{source}-n{n}-s{seed}-b{int(round(100 * budget))}"
+
+
 @dataclass(frozen=True)
 class Cell:
     source: str  # real | synthetic | ood
@@ -77,8 +82,12 @@ class Cell:
     method: str
 
     @property
+    def selection(self) -> str:
+        return selection_key(self.source, self.n, self.seed, self.budget)
+
+    @property
     def id(self) -> str:
-        return f"{self.source}-n{self.n}-s{self.seed}-b{int(round(100 * self.budget))}-{self.method.replace('+', '_')}"
+        return f"{self.selection}-{self.method.replace('+', '_')}"
 
 
 def cells(mode: dict) -> list[Cell]:
@@ -163,20 +172,17 @@ def prepare(mode: dict, out: Path, progress: bool, fresh: bool = False) -> dict:
                                               mode["backend"], min_time_s=mode["latency_s"])[0]
         return measured[key]
 
-    def key(source: str, n: int, seed: int, budget: float) -> str:
-        return f"{source}-n{n}-s{seed}-b{int(round(100 * budget))}"
-
     sets = {(c.source, c.n, c.seed) for c in cells(mode)}
     for source, n, seed in sorted(sets):
         budgets = [b for b in (mode["budgets"] if source == "real" else [mode["extra_budget"]])
-                   if key(source, n, seed, b) not in plan["selections"]]
+                   if selection_key(source, n, seed, b) not in plan["selections"]]
         if not budgets:
             continue
         data = tiny_set(source, n, seed, cache, mode["synth_iters"])
         scores = RecoverabilityScorer(teacher, data, method="closed_form", seed=seed).score(blocks, progress=progress)
         for budget in budgets:
             sel = select_blocks({r.block: r.mse for r in scores}, table.saved, latency_reduction=budget, measure=measure)
-            plan["selections"][key(source, n, seed, budget)] = {
+            plan["selections"][selection_key(source, n, seed, budget)] = {
                 "blocks": sel.blocks, "measured": sel.measured, "predicted": sel.predicted,
                 "macs": count_macs(drop_blocks(teacher, sel.blocks), x)}
             print(f"{source} n={n} seed={seed} budget={budget:.0%}: {sel.blocks} measured {sel.measured:.1%}", flush=True)
@@ -201,7 +207,7 @@ def run_cell(cell: Cell, plan: dict, out: Path, device: str, iters: int) -> dict
     family, method = cell.method.split("+") if "+" in cell.method else ("drop", "mimic")
     x = torch.zeros(1, *FMNIST_CONFIG.input_size, device=device)
     if family == "drop":
-        sel = plan["selections"][f"{cell.source}-n{cell.n}-s{cell.seed}-b{b}"]
+        sel = plan["selections"][cell.selection]
         student, measured = drop_blocks(teacher, sel["blocks"]), sel["measured"]
         if cell.method == "practise":
             scorer = RecoverabilityScorer(teacher, data, method="closed_form", seed=cell.seed, device=device)
@@ -234,7 +240,7 @@ def run(mode: dict, out: Path, device: str, workers: int, threads: int) -> None:
     plan = json.loads((out / "plan.json").read_text())
     todo = [c for c in cells(mode) if not (out / "cells" / f"{c.id}.json").exists()]
     missing = {f"{c.source}-n{c.n}-s{c.seed}" for c in todo if c.method.split("+")[0] != "channel"
-               and f"{c.source}-n{c.n}-s{c.seed}-b{int(round(100 * c.budget))}" not in plan["selections"]}
+               and c.selection not in plan["selections"]}
     if missing:
         raise SystemExit(f"plan.json has no block selection for {sorted(missing)}: run 'prepare' with the same options")
     print(f"{len(todo)} cells to run ({len(cells(mode)) - len(todo)} done) on {device} with {workers} workers", flush=True)
