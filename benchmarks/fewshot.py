@@ -153,7 +153,12 @@ def prepare(mode: dict, out: Path, progress: bool, fresh: bool = False) -> dict:
     Incremental unless ``fresh``: selections and channel ratios already in plan.json are kept, so that
     growing the grid (another size, seed or budget) never changes what finished cells were trained on.
     """
-    old = json.loads((out / "plan.json").read_text()) if (out / "plan.json").exists() and not fresh else {}
+    old: dict = {}
+    if (out / "plan.json").exists() and not fresh:
+        try:
+            old = json.loads((out / "plan.json").read_text())
+        except ValueError as e:
+            raise SystemExit(f"{out / 'plan.json'} is not valid JSON ({e}); pass --fresh to plan from scratch") from e
     teacher = load_model("builtin").model
     x = torch.zeros(1, *FMNIST_CONFIG.input_size)
     cache = out / "cache"
