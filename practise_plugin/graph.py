@@ -126,6 +126,21 @@ def strip_activation(n: object, module_of: dict[str, nn.Module]) -> object:
     return n
 
 
+def output_relu(module: nn.Module) -> str | None:
+    """Target of the ``nn.ReLU`` that ``module``'s forward applies last, to a residual add (ResNet's
+    ``relu(x + f(x))``), or None. The closed-form pre-adaptor fit then works on that ReLU's input, where
+    the stream is still affine in the writers' outputs."""
+    graph = shallow_graph(module)
+    if graph is None:
+        return None
+    out = next(n for n in graph.nodes if n.op == "output").args[0]
+    if not isinstance(out, fx.Node) or out.op != "call_module":
+        return None
+    if not isinstance(modules_by_target(module).get(out.target), nn.ReLU):
+        return None
+    return out.target if out.args and isinstance(out.args[0], fx.Node) and is_add(out.args[0]) else None
+
+
 @dataclass
 class ResidualChain:
     """The residual adds of a module's forward, in order: x -> add_0 -> add_1 -> ... -> output.

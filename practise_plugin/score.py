@@ -10,7 +10,8 @@ between teacher and student (B dropped, adaptors fitted). Two ways to fit the ad
   of the unit right before the hole, so that the stream leaving it matches the teacher's stream *after*
   the dropped block: this corrects the skip path too, which post-adaptors cannot reach. It applies when
   that stream is an affine, per-channel function of the writers' outputs (BatchNorm or LayerScale, then
-  the residual add: MobileNet/EfficientNet/ViT); behind a ReLU (ResNet) the pre-adaptors stay at identity.
+  the residual add: MobileNet/EfficientNet/ViT). When a ReLU follows the add (ResNet), the fit is done on
+  the ReLU's input, toward targets that the ReLU maps onto the teacher's stream.
   Then the post-adaptors, one at a time in forward order, each mapping the student's input of that
   layer onto the teacher's. A few forward passes instead of a thousand SGD steps.
 - ``"none"``: the MSE of the bare hole (no adaptors): an ablation, and the cheapest proxy.
@@ -33,6 +34,7 @@ from .discover import Block
 from .drop import dropped_temporarily
 from .errors import ConfigError, TrainingError
 from .features import FeaturePoint, collect_features, feature_fn, find_feature_point
+from .graph import output_relu
 
 METHODS = ("closed_form", "sgd", "none")
 
@@ -91,6 +93,18 @@ def _capture(model: nn.Module, path: str, fn, x: torch.Tensor, *, output: bool) 
     finally:
         h.remove()
     return box[0]
+
+
+def _pre_activation(model: nn.Module, act: str, unit: str, fn, x: torch.Tensor) -> torch.Tensor:
+    """Input of the last call of module ``act`` inside ``unit``'s forward (a shared ``nn.ReLU`` runs several
+    times; in-place, so the input is copied before the ReLU overwrites it); the forward stops after ``unit``."""
+    box: list[torch.Tensor] = []
+    h = model.get_submodule(act).register_forward_pre_hook(lambda mod, args: box.append(args[0].clone()))
+    try:
+        _capture(model, unit, fn, x, output=True)
+    finally:
+        h.remove()
+    return box[-1]
 
 
 def _ridge_toward(prior: torch.Tensor, xx: torch.Tensor, yx: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -159,13 +173,17 @@ class RecoverabilityScorer:
         else e), probing the student with each writer zeroed gives u_w = D_w y_w and e. A ridge least
         squares then finds Q with e + sum_w Q_w u_w ~ t, and P_w = D_w^-1 Q_w D_w. The probes also check
         the assumption (doubling every writer must double o - e; u_w must be D_w y_w): when it fails, the
-        pre-adaptors stay at identity and False is returned.
+        pre-adaptors stay at identity and False is returned. When the unit ends in ``relu(add)``, o is
+        the ReLU's input and the target is t where t > 0, else min(o, 0): the nearest point that the ReLU
+        maps onto t (an inactive position only needs to stay non-positive).
         """
         target = self.analysis.stream_output((block.path, block.branch))
         found = self.analysis.previous_unit(block)
         if target is None or found is None:
             return False
         unit, writers = found
+        relu = output_relu(self.work.get_submodule(unit))
+        act = f"{unit}.{relu}" if relu else None
         keys = {w.key for w in writers}
         idx = [i for i, site in enumerate(adaptors.sites) if site.key in keys and _has_module(self.work, site.module)]
         if not idx:
@@ -178,6 +196,8 @@ class RecoverabilityScorer:
                 mats[i].copy_(a * torch.eye(mats[i].shape[0]))
             adaptors.attach(self.work)
             try:
+                if act is not None:
+                    return _pre_activation(self.work, act, unit, s_fn, x)
                 return _capture(self.work, unit, s_fn, x, output=True)
             finally:
                 adaptors.detach()
@@ -192,9 +212,9 @@ class RecoverabilityScorer:
         nonlinear = signal = 0.0
         for j in range(0, len(self.images), self.batch_size):
             x = self.images[j : j + self.batch_size].to(self.device)
-            raw: list[torch.Tensor] = []
+            raw: dict[int, torch.Tensor] = {}  # by writer, not in call order (a downsample runs after conv2)
             handles = [self.work.get_submodule(adaptors.sites[i].module).register_forward_hook(
-                lambda mod, a, out: raw.append(out)) for i in idx]
+                lambda mod, a, out, w=w: raw.__setitem__(w, out)) for w, i in enumerate(idx)]
             try:
                 o1 = stream(x, [1.0] * n)
             finally:
@@ -202,11 +222,11 @@ class RecoverabilityScorer:
                     h.remove()
             e = stream(x, [0.0] * n)
             o2 = stream(x, [2.0] * n)
-            if o1.shape != e.shape or any(r.shape != o1.shape for r in raw):
+            if o1.shape != e.shape or len(raw) != n or any(r.shape != o1.shape for r in raw.values()):
                 return self._reset(adaptors, idx)
             nonlinear += float(((o2 - e) - 2 * (o1 - e)).double().pow(2).sum())
             signal += float((o1 - e).double().pow(2).sum())
-            if nonlinear > 1e-6 * signal:  # e.g. a ReLU after the add: known from the first batch
+            if nonlinear > 1e-6 * signal:  # e.g. an activation after the add: known from the first batch
                 return self._reset(adaptors, idx)
             conv = o1.dim() == 4
 
@@ -214,10 +234,13 @@ class RecoverabilityScorer:
                 return _channels_first(z, conv).double().cpu()
 
             u = [flat(o1 - (stream(x, [0.0 if k == w else 1.0 for k in range(n)]) if n > 1 else e)) for w in range(n)]
-            y = [flat(r) for r in raw]
+            y = [flat(raw[w]) for w in range(n)]
             big = torch.cat(u)
             xx += big @ big.t()
-            yx += (flat(_capture(self.teacher, target, t_fn, x, output=True)) - flat(e)) @ big.t()
+            t = flat(_capture(self.teacher, target, t_fn, x, output=True))
+            if act is not None:
+                t = torch.where(t > 0, t, flat(o1).clamp_max(0.0))
+            yx += (t - flat(e)) @ big.t()
             for w in range(n):
                 uy[w] += (u[w] * y[w]).sum(1)
                 yy[w] += (y[w] * y[w]).sum(1)

@@ -81,9 +81,38 @@ def test_closed_form_pre_adaptors_reach_the_least_squares_optimum_on_a_linear_st
     assert rec.mse < rec.mse_dropped
 
 
-def test_closed_form_pre_adaptors_stay_identity_behind_a_relu(teacher, tiny, candidates):
-    """The built-in ResNet applies ReLU after the residual add: not affine, so no pre-adaptor fit."""
-    block = next(b for b in candidates if b.name == "layer2.2")
-    _, adaptors = RecoverabilityScorer(teacher.model, tiny.subset(range(64)), method="closed_form").fit(block)
+def test_closed_form_pre_adaptors_fit_the_relu_input_behind_a_relu(teacher, tiny):
+    """ResNet units end in relu(bn2(conv2) + downsample): the fit is a least squares on the ReLU's input,
+    toward t where the teacher's stream t is positive and min(o, 0) elsewhere; both writers are fitted."""
+    model = teacher.model
+    small = tiny.subset(range(64))
+    block = next(b for b in discover_blocks(model, small.images[:1], count_cost=False) if b.name == "layer2.1")
+    rec, adaptors = RecoverabilityScorer(model, small, method="closed_form").fit(block)
     pre = _out_sites(adaptors)
-    assert pre and all(torch.equal(m, torch.eye(len(m))) for m in pre.values())
+    p2, pd = pre["layer2.0.conv2"], pre["layer2.0.downsample.0"]
+    assert not torch.allclose(p2, torch.eye(len(p2))) and not torch.allclose(pd, torch.eye(len(pd)))
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [model.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, o.clone()))
+             for n in ("layer2.0.conv2", "layer2.0.downsample.0", "layer2.1")]
+    with torch.no_grad():
+        model(small.images)
+    for h in hooks:
+        h.remove()
+    bn2, bnd = model.layer2[0].bn2, model.layer2[0].downsample[1]
+    y2, yd, t = seen["layer2.0.conv2"], seen["layer2.0.downsample.0"], seen["layer2.1"]
+    mix = lambda p, y: torch.einsum("oc,nchw->nohw", p, y)  # noqa: E731
+    flat = lambda z: z.transpose(0, 1).reshape(z.shape[1], -1).double()  # noqa: E731
+    with torch.no_grad():
+        e = bn2(torch.zeros_like(y2)) + bnd(torch.zeros_like(yd))
+        o = bn2(y2) + bnd(yd)  # the ReLU's input with identity adaptors
+        fitted = bn2(mix(p2, y2)) + bnd(mix(pd, yd))
+    tau = torch.where(t > 0, t, o.clamp_max(0.0))
+    ys = torch.cat([flat(y2), flat(yd)])
+    z = torch.linalg.lstsq(ys.t(), flat(tau - e).t()).solution
+    best = float((flat(tau - e) - z.t() @ ys).pow(2).sum())
+    ours = float((flat(tau) - flat(fitted)).pow(2).sum())
+    assert ours <= 1.02 * best  # ridge-regularised toward identity, so a hair above the optimum
+    after = float((fitted.relu() - t).pow(2).sum())
+    bare = float((o.relu() - t).pow(2).sum())  # the hole: the stream goes on as layer2.0 left it
+    assert after < 0.8 * bare
+    assert rec.mse < rec.mse_dropped
