@@ -16,6 +16,7 @@ wheel, upsampled to 224: out-of-domain, which PRACTISE's label-free scoring allo
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -46,11 +47,30 @@ def ood_photos(cfg, per_source: int) -> ImageSet:
     return load_image_files(files, cfg, None, "foolbox CIFAR/MNIST samples (out-of-domain)")
 
 
-def bench_model(name: str, bundle, data: ImageSet, mode: dict, device: str) -> dict:
+def earlier_sgd(path: Path, spec: str, data: ImageSet, sgd_iters: int, blocks: list[str]) -> dict:
+    """The SGD row of an earlier run on the same model, tiny set and iterations (the SGD path is deterministic
+    for a seed, so re-running it after a change to the closed form only would reproduce the same scores)."""
+    try:
+        earlier = json.loads(path.read_text())["results"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--reuse-sgd {path}: cannot read an earlier result file ({e})")
+    for r in earlier:
+        if (r["model"], r["images"], r["source"], r["blocks"]) == (spec, len(data), data.source, blocks) \
+                and r.get("sgd_iters") == sgd_iters:
+            return dict(r["methods"]["sgd"], reused_from=str(path))
+    raise SystemExit(f"--reuse-sgd {path}: no result for {spec} on {len(data)} images ({data.source}) with "
+                     f"{sgd_iters} SGD iterations; run without --reuse-sgd")
+
+
+def bench_model(name: str, bundle, data: ImageSet, mode: dict, device: str, reuse_sgd: Path | None = None) -> dict:
     teacher = bundle.model.to(device)
     blocks = discover_blocks(teacher, data.images[:1].to(device))
     rows: dict[str, dict] = {}
+    if reuse_sgd is not None:
+        rows["sgd"] = earlier_sgd(reuse_sgd, bundle.spec, data, mode["sgd_iters"], [b.name for b in blocks])
     for method in ("none", "closed_form", "sgd"):
+        if method in rows:
+            continue
         t0 = time.perf_counter()
         scorer = RecoverabilityScorer(teacher, data, method=method, iters=mode["sgd_iters"], seed=0, device=device)
         setup = time.perf_counter() - t0
@@ -116,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ood-per-source", type=int, default=None, help="override the photos per foolbox source (EfficientNet)")
     p.add_argument("--input-size", type=int, default=None, help="EfficientNet input side (default: its 224)")
     p.add_argument("--name", default=None, help="output file stem (default: recoverability[-quick])")
+    p.add_argument("--reuse-sgd", type=Path, default=None,
+                   help="take the SGD scores and seconds from this earlier result file (same model, tiny set and "
+                        "iterations) instead of re-training: for re-measuring the closed form after changing it")
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     mode = dict(MODES["quick" if a.quick else "full"])
@@ -130,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             size = None if a.input_size is None else (3, a.input_size, a.input_size)
             bundle = load_model("builtin:efficientnet_lite0", input_size=size)
             data = ood_photos(bundle.data_config, mode["ood_per_source"])
-        results.append(bench_model(name, bundle, data, mode, a.device))
+        results.append(bench_model(name, bundle, data, mode, a.device, a.reuse_sgd))
     stem = a.name or ("recoverability-quick" if a.quick else "recoverability")
     a.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(a.out / f"{stem}.json", {"mode": mode, "torch": torch.__version__, "results": results})
