@@ -5,7 +5,7 @@
     python benchmarks/fewshot.py run --device cuda --workers 12   # trains every cell (resumable)
     python benchmarks/fewshot.py report                   # mean +- std tables, JSON and plot
     # a 2-core CPU subset (what benchmarks/results/fewshot.* holds; pass the same options to every phase):
-    python benchmarks/fewshot.py all --sizes 500 50 --seeds 0 1 2 --budgets 0.22 --extra-sizes 256 \
+    python benchmarks/fewshot.py all --sizes 500 100 50 --seeds 0 1 2 --budgets 0.16 0.22 --extra-sizes 256 \
         --extra-seeds 0 --iters 400 --workers 2 --threads 1
 
 Teacher: the built-in ResNet-34-shaped Fashion-MNIST network (trained by practise_plugin/builtin/train_teacher.py).
