@@ -235,7 +235,7 @@ class RecoverabilityScorer:
 
             # u_w = o1 minus the stream with writer w zeroed; the last one follows from the sum, o1 - e = sum_w u_w
             u = [flat(o1 - stream(x, [0.0 if k == w else 1.0 for k in range(n)])) for w in range(n - 1)]
-            u.append(flat(o1 - e) - sum(u, torch.zeros_like(u[0])) if u else flat(o1 - e))
+            u.append(flat(o1 - e) - sum(u))  # sum([]) is 0: one writer gives u = o1 - e
             y = [flat(raw[w]) for w in range(n)]
             big = torch.cat(u)
             xx += big @ big.t()
