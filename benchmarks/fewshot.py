@@ -39,20 +39,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from practise_plugin import builtin
-from practise_plugin.builtin import FMNIST_CONFIG
-from practise_plugin.channels import prune_uniform
-from practise_plugin.data import ImageSet, from_uint8, sample_tiny_set
-from practise_plugin.discover import count_macs, discover_blocks
-from practise_plugin.drop import drop_blocks
-from practise_plugin.evaluate import top1
-from practise_plugin.io import atomic_write_json, atomic_write_text, save_png
-from practise_plugin.latency import block_latency_table, measure_reduction
-from practise_plugin.models import load_model
-from practise_plugin.recover import RecoveryConfig, recover
-from practise_plugin.score import RecoverabilityScorer
-from practise_plugin.select import select_blocks
-from practise_plugin.synthetic import SynthesisConfig, synthesize
+from practise_plugin.core.files import atomic_write_json, atomic_write_text, save_png
+from practise_plugin.data import ImageSet, sample_tiny_set
+from practise_plugin.data.images import from_uint8
+from practise_plugin.data.synthetic import SynthesisConfig, synthesize
+from practise_plugin.graph.discover import discover_blocks
+from practise_plugin.graph.macs import count_macs
+from practise_plugin.models import builtin
+from practise_plugin.models.builtin import FMNIST_CONFIG
+from practise_plugin.models.loading import load_model
+from practise_plugin.practise.recoverability import RecoverabilityScorer
+from practise_plugin.practise.recovery import RecoveryConfig, recover
+from practise_plugin.practise.selection import select_blocks
+from practise_plugin.runtime.evaluate import top1
+from practise_plugin.runtime.latency import block_latency_table, measure_reduction
+from practise_plugin.surgery.channel_removal import prune_uniform
+from practise_plugin.surgery.drop import drop_blocks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REAL_METHODS = ("practise", "drop+bp", "drop+kd", "channel+bp", "channel+kd", "channel+mimic")
@@ -137,7 +139,7 @@ def _channel_ratio(teacher: torch.nn.Module, budget: float, backend: str, latenc
         mid = (lo + hi) / 2
         student = copy.deepcopy(teacher)
         prune_uniform(student, x, mid)
-        red = measure_reduction(teacher, student, FMNIST_CONFIG.input_size, backend, min_time_s=latency_s)[0]
+        red = measure_reduction(teacher, student, FMNIST_CONFIG.input_size, backend, time_s=latency_s)[0]
         if red >= budget:
             hi, best = mid, {"ratio": mid, "measured": red, "macs": count_macs(student, x)}
         else:
@@ -164,7 +166,7 @@ def prepare(mode: dict, out: Path, progress: bool, fresh: bool = False) -> dict:
     cache = out / "cache"
     blocks = discover_blocks(teacher, x)
     table = block_latency_table(teacher, [b.name for b in blocks], FMNIST_CONFIG.input_size, mode["backend"],
-                                cache_dir=cache, progress=progress, min_time_s=mode["latency_s"])
+                                cache_dir=cache, progress=progress, time_s=mode["latency_s"])
     plan: dict = {"teacher_top1": top1(teacher, _test_set(mode)), "teacher_macs": count_macs(teacher, x),
                   "latency_table": table.to_dict(), "selections": dict(old.get("selections", {})),
                   "channel": dict(old.get("channel", {})), "mode": mode}
@@ -174,7 +176,7 @@ def prepare(mode: dict, out: Path, progress: bool, fresh: bool = False) -> dict:
         key = tuple(sorted(names))
         if key not in measured:
             measured[key] = measure_reduction(teacher, drop_blocks(teacher, names), FMNIST_CONFIG.input_size,
-                                              mode["backend"], min_time_s=mode["latency_s"])[0]
+                                              mode["backend"], time_s=mode["latency_s"])[0]
         return measured[key]
 
     sets = {(c.source, c.n, c.seed) for c in cells(mode)}

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from practise_plugin import builtin
 from practise_plugin.api import compress
-from practise_plugin.discover import count_macs
-from practise_plugin.drop import drop_blocks
-from practise_plugin.evaluate import agreement, predictions
-from practise_plugin.io import atomic_write_json, atomic_write_text
-from practise_plugin.latency import compare_latency
-from practise_plugin.models import load_model
+from practise_plugin.core.files import atomic_write_json, atomic_write_text
+from practise_plugin.graph.macs import count_macs
+from practise_plugin.models import builtin
+from practise_plugin.models.loading import load_model
+from practise_plugin.runtime.evaluate import agreement, predictions
+from practise_plugin.runtime.latency import compare_latency
+from practise_plugin.surgery.drop import drop_blocks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = {"full": {"budgets": [0.10, 0.15], "recover_iters": 300, "backend": "openvino", "per_source": 20, "lr": 0.002},
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         student = res.model.cpu()
         blocks = res.stats["selection"]["blocks"]
         dropped = drop_blocks(teacher, blocks)
-        ab = compare_latency(teacher, student, size, mode["backend"], min_time_s=0 if a.quick else 5.0)
+        ab = compare_latency(teacher, student, size, mode["backend"], time_s=0 if a.quick else 5.0)
         for label, model in (("blocks dropped, no recovery", dropped), ("practise (adaptors + mimicking)", student)):
             rows.append({"model": label, "budget": budget, "blocks": blocks, "top1": topk_accuracy(model, photos, 1),
                          "top5": topk_accuracy(model, photos, 5), "agreement": agreement(model, teacher, photos),

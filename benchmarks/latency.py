@@ -24,18 +24,13 @@ from pathlib import Path
 
 import torch
 
-from practise_plugin.discover import Block, count_macs, discover_blocks
-from practise_plugin.drop import drop_blocks
-from practise_plugin.io import atomic_write_json, atomic_write_text, save_png
-from practise_plugin.latency import (
-    block_latency_table,
-    compare_latency,
-    eval_mode,
-    example_input,
-    machine_name,
-    torch_threads,
-)
-from practise_plugin.models import load_model
+from practise_plugin.core.files import atomic_write_json, atomic_write_text, save_png
+from practise_plugin.core.torch_utils import eval_mode, example_input, torch_threads
+from practise_plugin.graph.discover import Block, discover_blocks
+from practise_plugin.graph.macs import count_macs
+from practise_plugin.models.loading import load_model
+from practise_plugin.runtime.latency import block_latency_table, compare_latency, machine_name
+from practise_plugin.surgery.drop import drop_blocks
 
 MODELS = {
     "resnet34": "torchvision:resnet34",
@@ -45,8 +40,8 @@ MODELS = {
 }
 PAPER_RESNET34 = ["layer1.1", "layer1.2", "layer2.2"]  # the CVPR'23 paper's 3-block ResNet-34 student
 MODES = {  # input side, A/B pairs per comparison (None: time budget), seconds per comparison
-    "quick": {"size": 64, "rounds": 12, "min_time_s": 0.0},
-    "full": {"size": 224, "rounds": None, "min_time_s": 6.0},
+    "quick": {"size": 64, "rounds": 12, "time_s": 0.0},
+    "full": {"size": 224, "rounds": None, "time_s": 6.0},
 }
 DROP = 3
 
@@ -60,7 +55,7 @@ def _row(name: str, model: torch.nn.Module, base_macs: int, blocks: list[str], s
          threads: int, mode: dict, predicted: float | None) -> dict:
     student = drop_blocks(model, blocks)
     ab = compare_latency(model, student, (3, size, size), "openvino", num_threads=threads, rounds=mode["rounds"],
-                         min_time_s=mode["min_time_s"])
+                         time_s=mode["time_s"])
     return {
         "model": name, "input": f"1x3x{size}x{size}", "blocks": blocks, "selection": selection,
         "base_ms": ab.a.median_ms, "base_p10_ms": ab.a.p10_ms, "base_p90_ms": ab.a.p90_ms,
@@ -78,8 +73,8 @@ def drop_sets(name: str, mode_name: str, model: torch.nn.Module, blocks: list[Bl
     table = None
     if mode_name == "full":
         table = block_latency_table(model, blocks, (3, size, size), "openvino", num_threads=threads,
-                                    min_time_s=MODES["full"]["min_time_s"] / 2, progress=progress)
-        top = sorted(table.saved, key=table.saved.__getitem__, reverse=True)[:DROP]
+                                    time_s=MODES["full"]["time_s"] / 2, progress=progress)
+        top = sorted(table.saved, key=lambda n: table.saved[n] or 0.0, reverse=True)[:DROP]
         sets.append((top, "largest measured saving", table.reduction(top)))
     elif name != "resnet34":  # every droppable ResNet-34 block has the same MACs: no MACs ranking there
         top = [b.name for b in sorted(blocks, key=lambda b: -b.macs)[:DROP]]  # sort is stable: ties keep order

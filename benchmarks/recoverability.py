@@ -25,14 +25,15 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from practise_plugin import builtin
-from practise_plugin.data import ImageSet, load_image_files
-from practise_plugin.discover import discover_blocks
-from practise_plugin.drop import drop_blocks
-from practise_plugin.io import atomic_write_json, atomic_write_text, save_png
-from practise_plugin.models import load_model
-from practise_plugin.recover import RecoveryConfig, recover
-from practise_plugin.score import RecoverabilityScorer
+from practise_plugin.core.files import atomic_write_json, atomic_write_text, save_png
+from practise_plugin.data import ImageSet
+from practise_plugin.data.images import load_image_files
+from practise_plugin.graph.discover import discover_blocks
+from practise_plugin.models import builtin
+from practise_plugin.models.loading import load_model
+from practise_plugin.practise.recoverability import RecoverabilityScorer
+from practise_plugin.practise.recovery import RecoveryConfig, recover
+from practise_plugin.surgery.drop import drop_blocks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = {"full": {"sgd_iters": 500, "fmnist_images": 500, "recover_iters": 50, "ood_per_source": 20},
@@ -53,7 +54,7 @@ def earlier_sgd(path: Path, spec: str, data: ImageSet, sgd_iters: int, blocks: l
     try:
         earlier = json.loads(path.read_text())["results"]
     except (OSError, ValueError, KeyError) as e:
-        raise SystemExit(f"--reuse-sgd {path}: cannot read an earlier result file ({e})")
+        raise SystemExit(f"--reuse-sgd {path}: cannot read an earlier result file ({e})") from e
     for r in earlier:
         if (r["model"], r["images"], r["source"], r["blocks"]) == (spec, len(data), data.source, blocks) \
                 and r.get("sgd_iters") == sgd_iters:

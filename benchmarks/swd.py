@@ -40,17 +40,19 @@ from torch import nn  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from practise_plugin.builtin import FMNIST_CONFIG, FMNIST_CLASSES, test_set, tiny_set  # noqa: E402
-from practise_plugin.builtin.fmnist import DEBIAN_DATASET_DIR, load_fmnist_split  # noqa: E402
-from practise_plugin.checkpoint import load_compressed, save_compressed  # noqa: E402
-from practise_plugin.data import ImageSet, from_uint8, sample_tiny_set  # noqa: E402
-from practise_plugin.errors import ConfigError  # noqa: E402
-from practise_plugin.io import atomic_write_json, atomic_write_text, save_png  # noqa: E402
-from practise_plugin.models import load_model  # noqa: E402
-from practise_plugin.strategies.base import CompressionContext  # noqa: E402
-from practise_plugin.strategies.swd import SWDConfig, SWDStrategy, magnitude_prune_finetune  # noqa: E402
-from practise_plugin.swd import make_criterion  # noqa: E402
+from practise_plugin.core.errors import ConfigError  # noqa: E402
+from practise_plugin.core.files import atomic_write_json, atomic_write_text, save_png  # noqa: E402
+from practise_plugin.core.strategy import CompressionContext  # noqa: E402
+from practise_plugin.data import ImageSet, sample_tiny_set  # noqa: E402
+from practise_plugin.data.images import from_uint8  # noqa: E402
+from practise_plugin.models.builtin import FMNIST_CLASSES, FMNIST_CONFIG, test_set, tiny_set  # noqa: E402
+from practise_plugin.models.builtin.fmnist import DEBIAN_DATASET_DIR, load_fmnist_split  # noqa: E402
+from practise_plugin.models.checkpoint import load_compressed, save_compressed  # noqa: E402
+from practise_plugin.models.loading import load_model  # noqa: E402
+from practise_plugin.swd.config import SWDConfig  # noqa: E402
+from practise_plugin.swd.masks import make_criterion  # noqa: E402
 from practise_plugin.swd.prune import hard_prune, param_stats  # noqa: E402
+from practise_plugin.swd.strategy import SWDStrategy, magnitude_prune_finetune  # noqa: E402
 
 METHODS = {"swd": "SWD (no fine-tune)", "magnitude_finetune": "prune + fine-tune", "prune_only": "prune, no training"}
 

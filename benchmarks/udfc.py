@@ -27,9 +27,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from practise_plugin.core.files import (
+    atomic_write_json,
+    atomic_write_text,
+    ensure_writable_dir,
+    save_png,
+)  # noqa: E402
 from practise_plugin.data import ImageSet  # noqa: E402
-from practise_plugin.io import atomic_write_json, atomic_write_text, ensure_writable_dir, save_png  # noqa: E402
-from practise_plugin.models import load_model  # noqa: E402
+from practise_plugin.models.loading import load_model  # noqa: E402
 from practise_plugin.udfc.chains import analyse  # noqa: E402
 from practise_plugin.udfc.compensate import coefficients, select_filters  # noqa: E402
 from practise_plugin.udfc.pipeline import run_pass  # noqa: E402
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (None if args.quick else Path(__file__).resolve().parent / "results")
     if out is not None:
         ensure_writable_dir(out)
-    from practise_plugin.builtin import test_set, tiny_set
+    from practise_plugin.models.builtin import test_set, tiny_set
 
     t0 = time.perf_counter()
     bundle = load_model("builtin")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 
 import pytest
 import torch
 
-from practise_plugin import builtin
-from practise_plugin.models import load_model
+from practise_plugin.models import builtin
+from practise_plugin.models.loading import load_model
 
 torch.set_num_threads(2)
+# Latency measurements are cached per machine (~/.cache/practise-plugin by default); a test session keeps
+# its own, so no test reads a measurement an earlier session or another program made.
+os.environ["PRACTISE_CACHE_DIR"] = tempfile.mkdtemp(prefix="practise-test-cache-")
 
 
 @pytest.fixture(scope="module")

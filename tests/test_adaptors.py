@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-
 from conftest import random_model
+
 from practise_plugin import discover_blocks, find_feature_point
-from practise_plugin.adaptors import Adaptors, StreamAnalysis
-from practise_plugin.drop import dropped_temporarily
+from practise_plugin.practise.adaptors import Adaptors, StreamAnalysis
+from practise_plugin.surgery.drop import dropped_temporarily
 
 
 def _analysis(bundle):

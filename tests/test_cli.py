@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from practise_plugin import load_compressed
-from practise_plugin.builtin import _samples
 from practise_plugin.cli import main
-from practise_plugin.data import write_image_folder
+from practise_plugin.data.images import write_image_folder
+from practise_plugin.models.builtin import _samples
 
 COMMANDS = ["compress", "nncf", "discover", "bench", "export", "strategies"]
 FAST = ["--num-blocks", "2", "--recover-iters", "10", "--latency-backend", "macs", "--num-samples", "64",
@@ -110,7 +110,7 @@ def test_bad_inputs_exit_2_with_the_fix(tmp_path, capsys):
 
 
 def test_interrupt_leaves_no_partial_ir(tmp_path, monkeypatch, capsys):
-    import practise_plugin.openvino as pov
+    import practise_plugin.export.ir as pov
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from practise_plugin.builtin import train_pool
-from practise_plugin.builtin.fmnist import FMNIST_CLASSES
 from practise_plugin.cli import main
-from practise_plugin.data import load_images, sample_tiny_set, write_image_folder
-from practise_plugin.models import load_model
+from practise_plugin.data import sample_tiny_set
+from practise_plugin.data.images import load_images, write_image_folder
+from practise_plugin.models.builtin import train_pool
+from practise_plugin.models.builtin.fmnist import FMNIST_CLASSES
+from practise_plugin.models.loading import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

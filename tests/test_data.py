@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 
 from practise_plugin import DataError, ImageSet, load_images, sample_tiny_set
-from practise_plugin.builtin import FMNIST_CONFIG, _samples, foolbox_image_dir
-from practise_plugin.builtin.fmnist import FMNIST_CLASSES
-from practise_plugin.data import load_cifar_batches, write_image_folder
-from practise_plugin.models import IMAGENET_CONFIG
+from practise_plugin.data.cifar import load_cifar_batches
+from practise_plugin.data.images import write_image_folder
+from practise_plugin.models.builtin import FMNIST_CONFIG, _samples, foolbox_image_dir
+from practise_plugin.models.builtin.fmnist import FMNIST_CLASSES
+from practise_plugin.models.specs import IMAGENET_CONFIG
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_model
 from torch import nn
 
-from conftest import random_model
 from practise_plugin import ModelError, discover_blocks
-from practise_plugin.discover import count_macs
+from practise_plugin.graph.macs import count_macs
 
 RESNET34_CANDIDATES = [
     "layer1.1", "layer1.2", "layer2.1", "layer2.2", "layer2.3",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.fx as fx
-import pytest
-
 from conftest import random_model
+
 from practise_plugin import ModelError, drop_blocks, load_compressed, save_compressed
-from practise_plugin.drop import DroppedBlock, dropped_temporarily
+from practise_plugin.surgery.drop import DroppedBlock, dropped_temporarily
 
 
 def test_teacher_untouched_and_blocks_gone(teacher):

@@ -8,11 +8,12 @@ import time
 import pytest
 import torch
 
-from practise_plugin.discover import count_macs, discover_blocks
-from practise_plugin.drop import drop_blocks
-from practise_plugin.errors import ConfigError
-from practise_plugin.latency import (
-    RUNS_PER_PAIR,
+from practise_plugin.core.errors import ConfigError
+from practise_plugin.graph.discover import discover_blocks
+from practise_plugin.graph.macs import count_macs
+from practise_plugin.models.loading import load_model
+from practise_plugin.runtime.latency import (
+    TOLERANCE,
     CudaRunner,
     LatencyTable,
     block_latency_table,
@@ -23,7 +24,7 @@ from practise_plugin.latency import (
     table_cache_key,
     timing_session,
 )
-from practise_plugin.models import load_model
+from practise_plugin.surgery.drop import drop_blocks
 
 FMNIST = (1, 28, 28)
 
@@ -70,16 +71,17 @@ def test_macs_backend_is_deterministic_and_drops_with_blocks(teacher, blocks):
 
 
 def test_a_model_against_itself_is_within_3_percent(teacher):
-    ab = compare_latency(teacher, teacher, FMNIST, "openvino", num_threads=1, min_time_s=3.0)
+    ab = compare_latency(teacher, teacher, FMNIST, "openvino", num_threads=1, time_s=3.0)
     assert abs(ab.ratio_median - 1.0) < 0.03, ab.to_dict()
-    assert ab.ratio_p10 <= ab.ratio_median <= ab.ratio_p90
-    assert ab.a.runs == ab.b.runs == ab.pairs * RUNS_PER_PAIR and ab.pairs >= 10
+    assert ab.ratio_p10 <= ab.ratio_median <= ab.ratio_p90 and ab.ratio_low <= ab.ratio_median <= ab.ratio_high
+    assert ab.a.runs == ab.b.runs == ab.pairs >= 10  # one fastest-of-RUNS_PER_PAIR time per side and pair
+    assert ab.ratio_high - ab.ratio_low <= 2 * TOLERANCE or not ab.converged
     assert ab.a.backend == "openvino" and ab.a.threads == 1
 
 
 def test_dropping_a_quarter_of_the_blocks_is_measurably_faster(teacher):
     student = drop_blocks(teacher, ["layer2.2", "layer3.2", "layer3.4", "layer4.1"])  # ~26% of the MACs
-    saved, ab = measure_reduction(teacher, student, FMNIST, "openvino", num_threads=1, min_time_s=2.0)
+    saved, ab = measure_reduction(teacher, student, FMNIST, "openvino", num_threads=1, time_s=2.0)
     assert saved == pytest.approx(1 - ab.ratio_median)
     assert 0.1 < saved < 0.5, ab.to_dict()
     assert ab.ratio_p10 <= ab.ratio_median <= ab.ratio_p90 and ab.b.median_ms < ab.a.median_ms
@@ -100,7 +102,7 @@ def test_torch_backend_restores_threads_and_train_mode():
 def test_block_table_is_cached_and_reused_without_retiming(teacher, tmp_path):
     names = ["layer1.1", "layer4.1"]
     first = block_latency_table(teacher, names, FMNIST, "torch", num_threads=1, rounds=10, cache_dir=tmp_path, progress=False)
-    (cached,) = tmp_path.glob("latency-torch-*.json")
+    (cached,) = tmp_path.glob("table-torch-*.json")
     stamp = cached.stat().st_mtime_ns
     start = time.perf_counter()
     second = block_latency_table(teacher, names, FMNIST, "torch", num_threads=1, rounds=10, cache_dir=tmp_path, progress=False)
@@ -116,7 +118,7 @@ def test_block_table_is_cached_and_reused_without_retiming(teacher, tmp_path):
 def test_cache_key_follows_structure_and_settings_not_weights(teacher):
     def key(model=teacher, **kw):
         args = dict(names=["layer1.1"], input_size=FMNIST, backend="openvino", device="cpu", batch_size=1,
-                    num_threads=1, rounds=None, min_time_s=2.0)
+                    num_threads=1, rounds=None, time_s=2.0)
         return table_cache_key(model, **{**args, **kw})
 
     retrained = load_model("builtin").model
@@ -136,15 +138,15 @@ def test_cache_key_follows_structure_and_settings_not_weights(teacher):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_events_time_a_real_gpu(teacher):
     before = torch.backends.cudnn.benchmark
-    r = measure_latency(teacher, FMNIST, device="cuda", batch_size=64, min_time_s=0.5)
+    r = measure_latency(teacher, FMNIST, device="cuda", batch_size=64, time_s=0.5)
     assert r.backend == "cuda" and r.device == "cuda" and r.batch_size == 64 and r.runs >= 10
     assert 0 < r.p10_ms <= r.median_ms <= r.p90_ms
     assert torch.backends.cudnn.benchmark == before
     assert next(teacher.parameters()).device.type == "cpu"  # the caller's model never moves
-    ab = compare_latency(teacher, teacher, FMNIST, device="cuda", batch_size=64, min_time_s=1.0)
+    ab = compare_latency(teacher, teacher, FMNIST, device="cuda", batch_size=64, time_s=1.0)
     assert abs(ab.ratio_median - 1.0) < 0.05
     saved, _ = measure_reduction(teacher, drop_blocks(teacher, ["layer3.1", "layer3.2", "layer3.3", "layer3.4"]),
-                                 FMNIST, device="cuda", batch_size=64, min_time_s=1.0)
+                                 FMNIST, device="cuda", batch_size=64, time_s=1.0)
     assert saved > 0.05
 
 
@@ -201,3 +203,39 @@ def test_cuda_runner_brackets_the_forward_with_events_and_reports_seconds():
     seconds = CudaRunner(Sleeper(), torch.zeros(1), event=_HostEvent).time_one()
     assert _HostEvent.log == ["record", "forward", "record", "synchronize"]
     assert 0.02 <= seconds < 1.0  # seconds, not the events' milliseconds
+
+
+def test_median_interval_covers_the_median_at_its_stated_rate():
+    import numpy as np
+
+    from practise_plugin.runtime.latency import median_interval
+
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(400):
+        x = rng.lognormal(0.0, 0.3, size=25)  # true median 1.0
+        lo, hi = median_interval(x, 0.95)
+        hits += lo <= 1.0 <= hi
+    assert 0.93 <= hits / 400 <= 1.0  # distribution-free: at least the nominal rate, up to the discreteness
+    assert median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few values: the whole range
+
+
+def test_noisy_savings_fall_back_to_the_macs_prior_and_precise_ones_stand():
+    from practise_plugin.runtime.latency import resolve_savings
+
+    macs = {"a": 1.0, "b": 1.0, "c": 2.0}
+    precise = {"a": (0.049, 0.051), "b": (0.099, 0.101), "c": (0.149, 0.151)}
+    saved, prior, res, resolved, _ = resolve_savings({"a": 0.05, "b": 0.10, "c": 0.15}, precise, macs)
+    assert resolved and saved["a"] < saved["b"] < saved["c"] and saved["a"] == pytest.approx(0.05, abs=2 * res)
+    noisy = {n: (v - 0.2, v + 0.2) for n, v in {"a": 0.258, "b": -0.031, "c": 0.2}.items()}
+    saved, prior, res, resolved, note = resolve_savings({"a": 0.258, "b": -0.031, "c": 0.2}, noisy, macs)
+    assert not resolved and "too noisy" in note
+    assert saved["a"] == saved["b"] and saved["c"] > saved["a"]  # equal MACs now tie; twice the MACs saves more
+    assert prior["c"] == pytest.approx(2 * prior["a"])
+
+
+def test_a_target_stops_the_measurement_once_its_interval_is_on_one_side(teacher):
+    student = drop_blocks(teacher, ["layer2.2", "layer3.2", "layer3.4", "layer4.1"])  # ~26% of the MACs
+    ab = compare_latency(teacher, student, FMNIST, "openvino", num_threads=1, time_s=3.0, target=0.02)
+    assert ab.converged and 1 - ab.ratio_high > 0.02  # decided: more than 2% saved, with confidence
+    assert ab.pairs < 60  # long before the time cap

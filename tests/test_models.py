@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import random_model
+
 from practise_plugin import ModelError, load_model
-from practise_plugin import builtin
-from practise_plugin.evaluate import top1
+from practise_plugin.models import builtin
+from practise_plugin.runtime.evaluate import top1
 
 
 def test_builtin_teacher_is_trained(teacher):

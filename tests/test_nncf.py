@@ -15,16 +15,16 @@ import openvino as ov
 import pytest
 import torch
 
-from practise_plugin import builtin
 from practise_plugin.cli import main
-from practise_plugin.drop import DroppedBlock
-from practise_plugin.errors import ConfigError, DataError, PractiseError
+from practise_plugin.core.errors import ConfigError, DataError, PractiseError
+from practise_plugin.models import builtin
 from practise_plugin.nncf import create_compressed_model, run_config
-from practise_plugin.nncf_config import load_config
-from practise_plugin.nncf_legacy import legacy_nncf_available, register
-from practise_plugin.nncf_schema import config_schema, known_algorithms
-from practise_plugin.openvino import compile_cpu
-from practise_plugin.registry import list_strategies
+from practise_plugin.nncf.config import load_config
+from practise_plugin.nncf.legacy import legacy_nncf_available, register
+from practise_plugin.nncf.schema import config_schema, known_algorithms
+from practise_plugin.runtime.openvino import compile_cpu
+from practise_plugin.strategies import list_strategies
+from practise_plugin.surgery.drop import DroppedBlock
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "integrations" / "nncf"
@@ -244,7 +244,7 @@ def test_nncf2_create_compressed_model_accepts_practise(teacher, tiny_64):
     from nncf import NNCFConfig
     from nncf.torch import create_compressed_model as nncf2_create_compressed_model
 
-    from practise_plugin.nncf_legacy import register_init_args
+    from practise_plugin.nncf.legacy import register_init_args
 
     assert "practise" in register()
     config = NNCFConfig.from_dict({"input_info": {"sample_size": [1, 1, 28, 28]},

@@ -10,13 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from practise_plugin.builtin import test_set as fmnist_test_set
-from practise_plugin.builtin import tiny_set
-from practise_plugin.builtin.fmnist import FMNIST_CLASSES
+from practise_plugin.core.errors import ConfigError, DataError, ExportError
 from practise_plugin.data import ImageSet
-from practise_plugin.errors import ConfigError, DataError, ExportError
-from practise_plugin.models import load_model
-from practise_plugin.openvino import TOLERANCES, export_openvino, load_openvino, read_ir_config
+from practise_plugin.export import TOLERANCES
+from practise_plugin.export.ir import export_openvino, read_ir_config
+from practise_plugin.models.builtin import test_set as fmnist_test_set
+from practise_plugin.models.builtin import tiny_set
+from practise_plugin.models.builtin.fmnist import FMNIST_CLASSES
+from practise_plugin.models.loading import load_model
+from practise_plugin.runtime.openvino import load_openvino
 
 FMNIST = (1, 28, 28)
 

@@ -6,8 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from practise_plugin import ConfigError, DataError, ImageSet, ModelError, TargetError, compress, load_compressed, save_compressed
-from practise_plugin.drop import DroppedBlock
+from practise_plugin import (
+    ConfigError,
+    DataError,
+    ImageSet,
+    ModelError,
+    TargetError,
+    compress,
+    load_compressed,
+    save_compressed,
+)
+from practise_plugin.surgery.drop import DroppedBlock
 
 FAST = dict(recover_iters=15, batch_size=32, latency_backend="macs", progress=False)
 
@@ -68,7 +77,7 @@ def test_bad_inputs(teacher, tiny):
     with pytest.raises(DataError, match="expects \\(1, 28, 28\\)"):
         compress(teacher, ImageSet(torch.zeros(4, 3, 32, 32)), "practise", num_blocks=1, **FAST)
     plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
-    from practise_plugin.models import ModelBundle
+    from practise_plugin.models.bundle import ModelBundle
 
     bundle = ModelBundle(plain, teacher.data_config, "module")
     with pytest.raises(ModelError, match="no droppable block"):

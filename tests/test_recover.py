@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from practise_plugin import ConfigError, DataError, ImageSet, RecoveryConfig, TrainingError, drop_blocks, recover
-from practise_plugin.features import collect_features, feature_mse, find_feature_point
+from practise_plugin.graph.features import collect_features, feature_mse, find_feature_point
 
 
 def _mse(model, teacher, data):
@@ -38,12 +38,12 @@ def test_resume_after_interruption_gives_the_same_weights(teacher, tiny, tmp_pat
 
     with pytest.raises(Interrupt):
         recover(student, teacher.model, tiny, cfg, work_dir=tmp_path, progress=False, on_step=stop_at_15)
-    assert len(list(tmp_path.glob("recover-*.pt"))) == 1
+    assert len(list(tmp_path.glob("recovery-*.pt"))) == 1
     resumed, log = recover(student, teacher.model, tiny, cfg, work_dir=tmp_path, progress=False)
     assert log.resumed_from == 10
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
-    assert not list(tmp_path.glob("recover-*.pt"))  # removed once training completed
+    assert not list(tmp_path.glob("recovery-*.pt"))  # removed once training completed
 
 
 def test_nan_loss_stops_with_advice(teacher, tiny):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from practise_plugin import ConfigError, RecoverabilityScorer, builtin, discover_blocks, load_model
+from practise_plugin import ConfigError, RecoverabilityScorer, discover_blocks, load_model
+from practise_plugin.models import builtin
 
 
 @pytest.fixture(scope="module")

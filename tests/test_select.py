@@ -50,3 +50,31 @@ def test_earlier_drops_count_toward_the_target():
     assert sel.measured == pytest.approx(0.135)
     # Already met by the earlier drops: nothing more is chosen.
     assert select_blocks(rest, SAVING, latency_reduction=0.04, measure=additive, dropped=["b"]).blocks == []
+
+
+class _Measured:
+    def __init__(self, value: float, half: float) -> None:
+        self.value, self.low, self.high = value, value - half, value + half
+
+
+def test_a_lucky_point_estimate_does_not_decide():
+    # b+c measures 0.16 for a 0.15 target, but its interval reaches down to 0.12: a is added, whose set clears it.
+    intervals = {("b", "c"): _Measured(0.16, 0.04), ("b", "c", "a"): _Measured(0.24, 0.02)}
+    sel = select_blocks(R, SAVING, latency_reduction=0.15, measure=lambda names: intervals[tuple(names)])
+    assert sel.blocks == ["b", "c", "a"] and sel.confidence == "met with confidence"
+    assert sel.measured_interval == pytest.approx([0.22, 0.26])
+    assert [h["low"] for h in sel.history] == pytest.approx([0.12, 0.22])
+
+
+def test_when_no_interval_clears_the_target_the_point_estimate_is_flagged():
+    intervals = {("b", "c"): _Measured(0.16, 0.04), ("b", "c", "a"): _Measured(0.17, 0.06)}
+    sel = select_blocks(R, SAVING, latency_reduction=0.15, measure=lambda names: intervals[tuple(names)])
+    assert sel.confidence == "met by the point estimate only" and sel.blocks == ["b", "c"]  # the higher low end
+
+
+def test_not_measurable_savings_rank_last_and_ties_follow_the_stated_rule():
+    r = {"x": 0.2, "y": 0.2, "z": 0.1, "w": 0.05}
+    saving = {"x": 0.05, "y": 0.05, "z": 0.025, "w": None}  # x, y, z all score 4.0; w is not measurable
+    macs = {"x": 10.0, "y": 30.0, "z": 5.0, "w": 1.0}
+    order = select_blocks(r, saving, num_blocks=1, macs=macs).order
+    assert order == ["z", "y", "x", "w"]  # equal scores: lower R first (z), then more MACs (y before x)

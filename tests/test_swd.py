@@ -13,18 +13,20 @@ import pytest
 import torch
 import torchvision
 
-from practise_plugin.builtin import FMNIST_CONFIG, tiny_set
-from practise_plugin.builtin import test_set as fmnist_test_set
-from practise_plugin.channels import remove_channels
-from practise_plugin.checkpoint import load_compressed, save_compressed
+from practise_plugin.core.errors import ConfigError, DataError, TargetError, TrainingError
+from practise_plugin.core.strategy import CompressionContext
 from practise_plugin.data import ImageSet
-from practise_plugin.errors import ConfigError, DataError, TargetError, TrainingError
-from practise_plugin.models import load_model
-from practise_plugin.registry import build_config, get_strategy
-from practise_plugin.strategies.base import CompressionContext
-from practise_plugin.strategies.swd import SWDConfig, magnitude_prune_finetune
-from practise_plugin.swd import ChannelCriterion, MagnitudeCriterion, SWDRegularizer, swd_strength
+from practise_plugin.models.builtin import FMNIST_CONFIG, tiny_set
+from practise_plugin.models.builtin import test_set as fmnist_test_set
+from practise_plugin.models.checkpoint import load_compressed, save_compressed
+from practise_plugin.models.loading import load_model
+from practise_plugin.strategies import build_config, get_strategy
+from practise_plugin.surgery.channel_removal import remove_channels
+from practise_plugin.swd.config import SWDConfig
+from practise_plugin.swd.masks import ChannelCriterion, MagnitudeCriterion
 from practise_plugin.swd.prune import hard_prune
+from practise_plugin.swd.regularizer import SWDRegularizer, swd_strength
+from practise_plugin.swd.strategy import magnitude_prune_finetune
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)
 
@@ -217,14 +219,18 @@ def test_resume_after_interruption_gives_the_same_weights(teacher, images, tmp_p
     with pytest.raises(KeyboardInterrupt):
         get_strategy("swd").apply(teacher, images, config, _ctx(tmp_path / "b"))
     monkeypatch.setattr(SWDRegularizer, "step", real_step)
-    assert (tmp_path / "b" / "swd_train.pt").exists()
+    (checkpoint,) = (tmp_path / "b").glob("swd-*.pt")
     resumed = get_strategy("swd").apply(teacher, images, config, _ctx(tmp_path / "b"))
     for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
     assert resumed.stats["history"] == straight.stats["history"]
 
-    with pytest.raises(TrainingError, match="other options"):
-        get_strategy("swd").apply(teacher, images, config.replace(target=0.8), _ctx(tmp_path / "b"))
+    # Other options never resume this run's state: they train afresh, beside it.
+    get_strategy("swd").apply(teacher, images, config.replace(target=0.8), _ctx(tmp_path / "b"))
+    assert len(list((tmp_path / "b").glob("swd-*.pt"))) == 2
+    checkpoint.write_bytes(b"not a checkpoint")  # a damaged file is named, not silently replaced
+    with pytest.raises(TrainingError, match="delete it to start again"):
+        get_strategy("swd").apply(teacher, images, config, _ctx(tmp_path / "b"))
 
 
 def test_nan_loss_raises_training_error(teacher, images):

@@ -15,20 +15,28 @@ import torch_pruning as tp
 from torch import nn
 from torchvision.models import resnet18
 
-from practise_plugin import ConfigError, TargetError, builtin, drop_blocks, load_compressed, save_compressed
-from practise_plugin.builtin import train_pool
-from practise_plugin.builtin.fmnist import FMNIST_CLASSES
-from practise_plugin.checkpoint import replay_surgery
-from practise_plugin.data import DataConfig, ImageSet, sample_tiny_set, write_image_folder
-from practise_plugin.drop import DroppedBlock
-from practise_plugin.evaluate import top1
-from practise_plugin.features import collect_features, feature_mse, find_feature_point
-from practise_plugin.latency import LatencyTable
-from practise_plugin.openvino import load_openvino
-from practise_plugin.torch_pruning import (
-    BlockDropPruner, BlockImportance, BlockMagnitudeImportance, BlockTaylorImportance, RecoverabilityImportance,
-    SWDPruner, UDFCPruner, channel_surgery,
+from practise_plugin import ConfigError, TargetError, drop_blocks, load_compressed, save_compressed
+from practise_plugin.data import DataConfig, ImageSet, sample_tiny_set
+from practise_plugin.data.images import write_image_folder
+from practise_plugin.graph.features import collect_features, feature_mse, find_feature_point
+from practise_plugin.models import builtin
+from practise_plugin.models.builtin import train_pool
+from practise_plugin.models.builtin.fmnist import FMNIST_CLASSES
+from practise_plugin.runtime.evaluate import top1
+from practise_plugin.runtime.latency import LatencyTable
+from practise_plugin.runtime.openvino import load_openvino
+from practise_plugin.surgery.drop import DroppedBlock
+from practise_plugin.surgery.log import replay_surgery
+from practise_plugin.torch_pruning.block_pruner import BlockDropPruner
+from practise_plugin.torch_pruning.history import channel_surgery
+from practise_plugin.torch_pruning.importance import (
+    BlockImportance,
+    BlockMagnitudeImportance,
+    BlockTaylorImportance,
+    RecoverabilityImportance,
 )
+from practise_plugin.torch_pruning.swd_pruner import SWDPruner
+from practise_plugin.torch_pruning.udfc_pruner import UDFCPruner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -455,8 +463,8 @@ def test_hybrid_resnet_exports_to_openvino_and_runs(png_folder, tmp_path):
 
 
 def test_pruners_resolve_strategy_names_through_the_registry():
-    from practise_plugin.errors import PractiseError
-    from practise_plugin.torch_pruning import pruner_class, pruner_strategies
+    from practise_plugin.core.errors import PractiseError
+    from practise_plugin.torch_pruning.strategy_pruners import pruner_class, pruner_strategies
 
     assert pruner_strategies() == ["practise", "swd", "udfc"]
     assert pruner_class("practise") is BlockDropPruner and pruner_class("udfc") is UDFCPruner

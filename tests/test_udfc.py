@@ -14,14 +14,13 @@ import scipy.optimize
 import torch
 from torch import nn
 
-from practise_plugin.channels import remove_channels
-from practise_plugin.errors import ConfigError
-from practise_plugin.registry import build_config, get_strategy
-from practise_plugin.strategies.base import CompressionContext
-from practise_plugin.udfc import compensate_next_layer
+from practise_plugin.core.errors import ConfigError
+from practise_plugin.core.strategy import CompressionContext
+from practise_plugin.strategies import build_config, get_strategy
+from practise_plugin.surgery.channel_removal import remove_channels
 from practise_plugin.udfc.chains import analyse
 from practise_plugin.udfc.closed_form import merge_coefficients, prune_coefficients, quant_scales, quantize_symmetric
-from practise_plugin.udfc.compensate import channel_affine, scale_input_channels, select_filters
+from practise_plugin.udfc.compensate import channel_affine, compensate_next_layer, scale_input_channels, select_filters
 from practise_plugin.udfc.pipeline import run_pass
 
 A1, A2 = 0.01, 0.008
@@ -80,7 +79,7 @@ def test_quant_scale_matches_brute_force_and_is_not_the_degenerate_equation():
     Rq = quantize_symmetric(R, 3)
     s = quant_scales(R, Rq, K, A2)
     for m in range(5):
-        f = lambda t: float(((R[m] - t * Rq[m]) ** 2).sum() + A2 * (K[m] - t * K[m]) ** 2)  # noqa: E731
+        f = lambda t, m=m: float(((R[m] - t * Rq[m]) ** 2).sum() + A2 * (K[m] - t * K[m]) ** 2)  # noqa: E731
         best = scipy.optimize.minimize_scalar(f, bounds=(0.0, 3.0), method="bounded", options={"xatol": 1e-12})
         assert abs(float(s[m]) - best.x) < 1e-6
     assert not torch.allclose(s, torch.ones_like(s))  # 3-bit weights really need rescaling
@@ -198,14 +197,14 @@ def test_chains_follow_the_structure_of_resnets_vgg_and_mobilenets():
 
 @pytest.fixture(scope="module")
 def builtin():
-    from practise_plugin.models import load_model
+    from practise_plugin.models.loading import load_model
 
     return load_model("builtin")
 
 
 @pytest.fixture(scope="module")
 def fmnist_subset():
-    from practise_plugin.builtin import test_set
+    from practise_plugin.models.builtin import test_set
 
     ts = test_set()
     return ts.subset(torch.arange(0, len(ts), max(1, len(ts) // 1000)))
@@ -222,8 +221,8 @@ def _apply(bundle, **params):
 
 
 def test_strategy_removes_channels_keeps_input_and_replays_from_checkpoint(builtin, tmp_path):
-    from practise_plugin.checkpoint import save_compressed
-    from practise_plugin.models import load_model
+    from practise_plugin.models.checkpoint import save_compressed
+    from practise_plugin.models.loading import load_model
 
     before = {k: v.clone() for k, v in builtin.model.state_dict().items()}
     res = _apply(builtin, ratio=0.5, bits=6, criterion="l1")
@@ -267,7 +266,7 @@ def test_quantization_only_puts_every_weight_on_its_grid_and_is_deterministic(bu
 def test_openvino_exact_low_bit_weights_and_nncf_int8():
     import openvino as ov
 
-    from practise_plugin.udfc.openvino import to_openvino
+    from practise_plugin.export.lowbit import lowbit_model
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
@@ -278,17 +277,17 @@ def test_openvino_exact_low_bit_weights_and_nncf_int8():
     x = torch.randn(2, 3, 16, 16)
     small, _, _ = run_pass(net, x[:1], ratio=0.25, criterion="l1", bits=4, method="udfc", a1=A1, a2=A2)
     core = ov.Core()
-    ovm = to_openvino(small, x[:1], bits=4)
+    ovm = lowbit_model(small, x[:1], bits=4)
     u4 = [op for op in ovm.get_ops() if op.get_type_name() == "Constant" and op.get_output_element_type(0) == ov.Type.u4]
     assert len(u4) == 3  # both convs and the classifier hold 4-bit integers
     out = core.compile_model(ovm, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x.numpy())[0]
     with torch.no_grad():
         ref = small(x).numpy()
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
-    int8 = to_openvino(small, x[:1], bits=8, backend="nncf")
+    int8 = lowbit_model(small, x[:1], bits=8, backend="nncf")
     assert sum(op.get_type_name() == "Constant" and op.get_output_element_type(0) == ov.Type.i8 for op in int8.get_ops()) == 3
     with pytest.raises(ConfigError, match="8 bits only"):
-        to_openvino(small, x[:1], bits=4, backend="nncf")
+        lowbit_model(small, x[:1], bits=4, backend="nncf")
 
 
 @pytest.mark.parametrize("params,match", [

@@ -16,10 +16,12 @@ import json
 import sys
 from pathlib import Path
 
-from practise_plugin.data import ImageSet, load_images
-from practise_plugin.errors import PractiseError
-from practise_plugin.models import load_model
-from practise_plugin.nncf import create_compressed_model, prepare_out_dir
+from practise_plugin.core.errors import PractiseError
+from practise_plugin.data import ImageSet
+from practise_plugin.data.images import load_images
+from practise_plugin.export.ir import prepare_out_dir
+from practise_plugin.models.loading import load_model
+from practise_plugin.nncf.runner import REPORT_NAME, create_compressed_model
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +40,7 @@ def images_for(bundle, data: Path | None, num_samples: int | None) -> ImageSet |
     if data is not None:
         return load_images(data, bundle.data_config, num_samples=num_samples)
     if bundle.spec.startswith("builtin:fmnist"):
-        from practise_plugin.builtin import tiny_set
+        from practise_plugin.models.builtin import tiny_set
 
         return tiny_set(num_samples or 300)
     return None
@@ -47,7 +49,7 @@ def images_for(bundle, data: Path | None, num_samples: int | None) -> ImageSet |
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        prepare_out_dir(args.out, "model")  # fail now, not after the compression
+        prepare_out_dir(args.out, "model", (REPORT_NAME,))  # fail now, not after the compression
         bundle = load_model(args.model)
         model, controller = create_compressed_model(bundle, args.config, images_for(bundle, args.data, args.num_samples),
                                                     progress=not args.no_progress)

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from practise_plugin.data import list_images, load_image_files
-from practise_plugin.errors import ModelError, PractiseError
-from practise_plugin.latency import summarize
-from practise_plugin.openvino import load_openvino, read_ir_config, resolve_ir
+from practise_plugin.core.errors import ModelError, PractiseError
+from practise_plugin.data.images import list_images, load_image_files
+from practise_plugin.export.ir import read_ir_config
+from practise_plugin.runtime.latency import summarize
+from practise_plugin.runtime.openvino import load_openvino, resolve_ir
 
 WARMUP = 3  # first inferences allocate memory and pick kernels: not part of steady-state latency
 

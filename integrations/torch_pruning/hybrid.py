@@ -26,12 +26,22 @@ import torch_pruning as tp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tp_example import (  # noqa: E402 - the helper sits next to this script
-    RECOVER_ITERS, add_common_args, classifier_layers, finish, fold_adaptors, load, record_quality, recover_student,
-    require_data, script_main,
+    RECOVER_ITERS,
+    add_common_args,
+    classifier_layers,
+    finish,
+    fold_adaptors,
+    load,
+    record_quality,
+    recover_student,
+    require_data,
+    script_main,
 )
 
-from practise_plugin.channels import feature_writer  # noqa: E402
-from practise_plugin.torch_pruning import BlockDropPruner, RecoverabilityImportance, channel_surgery  # noqa: E402
+from practise_plugin.surgery.channel_removal import feature_writer  # noqa: E402
+from practise_plugin.torch_pruning.block_pruner import BlockDropPruner  # noqa: E402
+from practise_plugin.torch_pruning.history import channel_surgery  # noqa: E402
+from practise_plugin.torch_pruning.importance import RecoverabilityImportance  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,15 +31,27 @@ import torch_pruning as tp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tp_example import (  # noqa: E402 - the helper sits next to this script
-    RECOVER_ITERS, Setup, add_common_args, classifier_layers, finish, fold_adaptors, load, record_quality,
-    recover_student, require_data, script_main,
+    RECOVER_ITERS,
+    Setup,
+    add_common_args,
+    classifier_layers,
+    finish,
+    fold_adaptors,
+    load,
+    record_quality,
+    recover_student,
+    require_data,
+    script_main,
 )
 
-from practise_plugin.channels import feature_writer  # noqa: E402
-from practise_plugin.errors import DataError  # noqa: E402
-from practise_plugin.torch_pruning import (  # noqa: E402
-    BlockDropPruner, RecoverabilityImportance, SWDPruner, UDFCPruner, channel_surgery, pruner_strategies,
-)
+from practise_plugin.core.errors import DataError  # noqa: E402
+from practise_plugin.surgery.channel_removal import feature_writer  # noqa: E402
+from practise_plugin.torch_pruning.block_pruner import BlockDropPruner
+from practise_plugin.torch_pruning.history import channel_surgery
+from practise_plugin.torch_pruning.importance import RecoverabilityImportance
+from practise_plugin.torch_pruning.strategy_pruners import pruner_strategies
+from practise_plugin.torch_pruning.swd_pruner import SWDPruner
+from practise_plugin.torch_pruning.udfc_pruner import UDFCPruner
 
 METHODS = (*pruner_strategies(), "l1")  # registered strategy names, plus Torch-Pruning's plain L1 baseline
 

@@ -21,17 +21,19 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from practise_plugin import builtin
-from practise_plugin.checkpoint import load_compressed, save_compressed
-from practise_plugin.data import ImageSet, load_images
-from practise_plugin.errors import DataError, ExportError, PractiseError
-from practise_plugin.evaluate import agreement, top1
-from practise_plugin.features import collect_features, feature_mse, find_feature_point
-from practise_plugin.io import atomic_write_json, ensure_writable_dir
-from practise_plugin.models import ModelBundle, load_model
-from practise_plugin.openvino import export_openvino
-from practise_plugin.recover import RecoveryConfig, recover
-from practise_plugin.score import RecoverabilityScorer
+from practise_plugin.core.errors import DataError, ExportError, PractiseError
+from practise_plugin.core.files import atomic_write_json, ensure_writable_dir
+from practise_plugin.data import ImageSet
+from practise_plugin.data.images import load_images
+from practise_plugin.export.ir import export_openvino
+from practise_plugin.graph.features import collect_features, feature_mse, find_feature_point
+from practise_plugin.models import builtin
+from practise_plugin.models.bundle import ModelBundle
+from practise_plugin.models.checkpoint import load_compressed, save_compressed
+from practise_plugin.models.loading import load_model
+from practise_plugin.practise.recoverability import RecoverabilityScorer
+from practise_plugin.practise.recovery import RecoveryConfig, recover
+from practise_plugin.runtime.evaluate import agreement, top1
 
 RECOVER_ITERS = 300  # the paper uses ~2000; a few hundred steps already recover most of a tiny set's error
 

@@ -1,10 +1,4 @@
-"""Selective Weight Decay (Tessier et al., J. Imaging 2022): the algorithm, independent of any trainer.
-
-``SWDRegularizer`` plugs into your own loop; ``practise_plugin.strategies.swd`` holds ``SWDConfig``,
-the registered ``"swd"`` strategy and the ``magnitude_prune_finetune`` reference.
-"""
-
-from .masks import ChannelCriterion, Decision, MagnitudeCriterion, make_criterion
-from .regularizer import SWDRegularizer, swd_strength
-
-__all__ = ["ChannelCriterion", "Decision", "MagnitudeCriterion", "SWDRegularizer", "make_criterion", "swd_strength"]
+"""Selective Weight Decay (Tessier et al., J. Imaging 2022): ``config`` (options), ``strategy`` (the registered
+``"swd"`` strategy and the prune + fine-tune reference), ``masks`` (what the prune removes now),
+``regularizer`` (the penalty, for any training loop), ``train`` (the resumable SGD loop), ``prune`` (the one
+hard prune) and ``pipeline`` (all of it in order). Kept empty so that reading the options stays cheap."""

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..channels import dependency_graph
-from ..errors import ModelError, TargetError
+from ..core.errors import ModelError, TargetError
+from ..surgery.channel_removal import dependency_graph
 
 _NORM = (nn.modules.batchnorm._BatchNorm,)
 
@@ -277,7 +277,7 @@ class ChannelCriterion:
         return masks
 
     def removal_plan(self, removed: torch.Tensor) -> dict[str, list[int]]:
-        """``{group root module path: channel indices}`` for :func:`practise_plugin.channels.remove_channels`."""
+        """``{group root module path: channel indices}`` for :func:`practise_plugin.surgery.channel_removal.remove_channels`."""
         plan: dict[str, list[int]] = {}
         for c in torch.nonzero(removed).flatten().tolist():
             path, idx = self.roots[c]

@@ -14,22 +14,20 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..data import ImageSet
+from ..core.inputs import ImageSet
+from .config import SWDConfig
 from .masks import make_criterion
 from .prune import hard_prune, param_stats, removed_norm_fraction
 from .regularizer import SWDRegularizer
 from .train import labelled, make_schedule, train
 
-if TYPE_CHECKING:
-    from ..strategies.swd import SWDConfig
 
-
-def compress(
+def run_swd(
     model: nn.Module,
     data: ImageSet | None,
     config: SWDConfig,
@@ -53,7 +51,7 @@ def compress(
     t0 = time.perf_counter()
     if with_swd:
         reg = SWDRegularizer(student, config, schedule.total_steps, example)
-        stats["history"] = train(student, data, config, schedule, device=device, checkpoint=_in(work_dir, "swd_train.pt"),
+        stats["history"] = train(student, data, config, schedule, device=device, work_dir=work_dir,
                                  progress=progress, desc="swd", regularizer=reg)
         criterion, decision = reg.criterion, reg.decision()
         stats["a_final"] = reg.a()
@@ -68,16 +66,11 @@ def compress(
     if decision.removed is not None:
         stats["removed_channels"] = int(decision.removed.sum())
     if finetune is not None:
-        stats["finetune_history"] = train(student, data, config, finetune, device=device, checkpoint=_in(work_dir, f"{tag}.pt"),
+        stats["finetune_history"] = train(student, data, config, finetune, device=device, work_dir=work_dir,
                                           progress=progress, desc=tag.replace("_", " "), fixed_masks=fixed_masks)
     stats["train_seconds"] = round(time.perf_counter() - t0, 1)
     stats.update(_size_stats(before, param_stats(student), config.mode))
     return student.eval(), surgery, stats
-
-
-def _in(work_dir: Path | None, name: str) -> Path | None:
-    """Checkpoint path in the work dir; None (no checkpoints, no resume) without a work dir."""
-    return None if work_dir is None else Path(work_dir) / name
 
 
 def _size_stats(before: dict[str, int], after: dict[str, int], mode: str) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Why it exists: SWD and the prune+fine-tune baseline must cut with the same criterion and report the
 same measured numbers, so both call :func:`hard_prune`. Structured removal goes through
-:func:`practise_plugin.channels.remove_channels`, so the model really shrinks (and runs faster) and the
-edit is recorded for :mod:`practise_plugin.checkpoint`.
+:func:`practise_plugin.surgery.channel_removal.remove_channels`, so the model really shrinks (and runs faster) and the
+edit is recorded in the surgery log (:mod:`practise_plugin.surgery.log`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..channels import remove_channels
+from ..core.torch_utils import count_params
+from ..surgery.channel_removal import remove_channels
 from .masks import ChannelCriterion, Decision, MagnitudeCriterion, prunable_weights
 
 
@@ -21,7 +22,7 @@ def param_stats(model: nn.Module) -> dict[str, int]:
     """Measured sizes: all parameters, and conv/linear weights with how many of them are exactly zero."""
     weights = prunable_weights(model)
     return {
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_params(model),
         "weights": sum(w.numel() for w in weights),
         "zero_weights": sum(int((w == 0).sum()) for w in weights),
     }

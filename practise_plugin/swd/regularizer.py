@@ -12,16 +12,14 @@ at the end the weights to be removed are ~0 and the hard prune barely changes th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from .config import SWDConfig
 from .masks import Decision, make_criterion
-
-if TYPE_CHECKING:
-    from ..strategies.swd import SWDConfig
 
 
 def swd_strength(t: float, total_steps: int, a_min: float, a_max: float) -> float:

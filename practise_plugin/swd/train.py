@@ -9,27 +9,21 @@ momentum buffers, the regulariser's step, RNG state, the epoch's running sums).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import ImageSet
-from ..errors import DataError, TrainingError
-from ..io import atomic_torch_save
+from ..core.errors import DataError, TrainingError
+from ..core.inputs import ImageSet
+from ..core.resume import TrainState
+from .config import SWDConfig
 from .regularizer import SWDRegularizer
-
-if TYPE_CHECKING:
-    from ..strategies.swd import SWDConfig
-
-FORMAT = "practise-swd-train/1"
 
 
 @dataclass(frozen=True)
@@ -76,16 +70,6 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
-def _fingerprint(model: nn.Module, data: ImageSet, config: SWDConfig, schedule: Schedule, desc: str) -> str:
-    """What a checkpoint must have been written with to be resumed: same options, data and model shape."""
-    blob = {
-        "desc": desc, "config": config.to_dict(), "schedule": schedule.__dict__, "n": len(data),
-        "images": float(data.images.double().sum()), "labels": int(data.labels.sum()),
-        "shapes": [[k, list(v.shape)] for k, v in model.state_dict().items()],
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=list).encode()).hexdigest()
-
-
 def train(
     model: nn.Module,
     data: ImageSet,
@@ -93,7 +77,7 @@ def train(
     schedule: Schedule,
     *,
     device: str = "cpu",
-    checkpoint: Path | None = None,
+    work_dir: Path | None = None,
     progress: bool = True,
     desc: str = "swd",
     regularizer: SWDRegularizer | None = None,
@@ -102,17 +86,18 @@ def train(
     """Train ``model`` in place with SGD (momentum, weight decay ``mu``) and cross-entropy.
 
     ``regularizer`` adds SWD's gradient after each backward; ``fixed_masks`` keeps pruned weights at
-    zero after each step (fine-tuning an unstructured-pruned model). With ``checkpoint``, the state is
-    saved every ``config.checkpoint_every`` steps and at the end, and a matching checkpoint is resumed.
+    zero after each step (fine-tuning an unstructured-pruned model). With ``work_dir``, the state is
+    saved there every ``config.checkpoint_every`` steps and at the end (a finished stage is not trained
+    again), and a rerun with the same options, data and model resumes from it.
     Returns one dict per epoch: mean task loss and SWD penalty, train accuracy, a(t) and the criterion's
     kept fraction at the epoch's last step (NaN without a regulariser), and the learning rate.
     """
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=config.momentum, weight_decay=config.mu)
-    fingerprint = _fingerprint(model, data, config, schedule, desc)
+    state = TrainState(work_dir, desc.replace(" ", "_"), config=config.to_dict(), schedule=schedule.__dict__,
+                       model=model, images=data.images, labels=data.labels)
     torch.manual_seed(config.seed)
-    state = _resume(checkpoint, fingerprint, model, opt, regularizer, device)
-    start, history, run = state["step"], state["history"], state["running"]
+    start, history, run = _resume(state, model, opt, regularizer, device)
     order, order_epoch = None, -1
     bar = tqdm(total=schedule.total_steps, initial=start, desc=desc, disable=not progress, unit="step", leave=False)
     try:
@@ -130,7 +115,7 @@ def train(
             loss = F.cross_entropy(logits, y)
             value = loss.item()
             if not math.isfinite(value):
-                where = f"{checkpoint} (resumable) is kept" if checkpoint else "no checkpoint was written"
+                where = f"{state.path} (resumable) is kept" if state.path else "no checkpoint was written"
                 raise TrainingError(
                     f"{desc}: loss is {value} at step {step + 1}/{schedule.total_steps} (epoch {epoch + 1}); the "
                     f"images or weights hold non-finite values, or training diverged. Check the data, lower lr "
@@ -166,10 +151,13 @@ def train(
                 })
                 run = _fresh_running()
             done = step + 1
-            if checkpoint is not None and (
-                done == schedule.total_steps or (config.checkpoint_every and done % config.checkpoint_every == 0)
-            ):
-                _save(checkpoint, fingerprint, done, model, opt, regularizer, history, run)
+            if done == schedule.total_steps or (config.checkpoint_every and done % config.checkpoint_every == 0):
+                state.save(done, {
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history, "running": run,
+                    "regularizer": None if regularizer is None else regularizer.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                })
     finally:
         bar.close()
     model.eval()
@@ -180,38 +168,17 @@ def _fresh_running() -> dict[str, float]:
     return {"loss": 0.0, "penalty": 0.0, "correct": 0, "seen": 0, "steps": 0, "a": float("nan"), "kept": float("nan")}
 
 
-def _save(path: Path, fingerprint: str, step: int, model: nn.Module, opt: torch.optim.Optimizer,
-          regularizer: SWDRegularizer | None, history: list, running: dict) -> None:
-    atomic_torch_save({
-        "format": FORMAT, "fingerprint": fingerprint, "step": step, "model": model.state_dict(),
-        "optimizer": opt.state_dict(), "regularizer": None if regularizer is None else regularizer.state_dict(),
-        "history": history, "running": running, "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }, path)
-
-
-def _resume(path: Path | None, fingerprint: str, model: nn.Module, opt: torch.optim.Optimizer,
-            regularizer: SWDRegularizer | None, device: str) -> dict[str, Any]:
-    """Load a matching checkpoint into model/optimizer/regulariser; a fresh start when there is none."""
-    fresh = {"step": 0, "history": [], "running": _fresh_running()}
-    if path is None or not Path(path).exists():
-        return fresh
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for damaged files
-        raise TrainingError(f"cannot read the training checkpoint {path} ({e.__class__.__name__}); delete it to restart") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise TrainingError(f"{path} is not an SWD training checkpoint; delete it or use another work_dir")
-    if ckpt["fingerprint"] != fingerprint:
-        raise TrainingError(
-            f"the checkpoint {path} was written with other options, data or model; delete it to restart, "
-            "or use another work_dir"
-        )
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
+def _resume(state: TrainState, model: nn.Module, opt: torch.optim.Optimizer, regularizer: SWDRegularizer | None,
+            device: str) -> tuple[int, list, dict[str, Any]]:
+    """Load a matching checkpoint into model/optimizer/regulariser: (step, history, running sums)."""
+    saved = state.load(device)
+    if saved is None:
+        return 0, [], _fresh_running()
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
     if regularizer is not None:
-        regularizer.load_state_dict(ckpt["regularizer"])
-    torch.set_rng_state(ckpt["rng"].cpu())
-    if ckpt["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
-    return {"step": int(ckpt["step"]), "history": list(ckpt["history"]), "running": dict(ckpt["running"])}
+        regularizer.load_state_dict(saved["regularizer"])
+    torch.set_rng_state(saved["rng"].cpu())
+    if saved["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda_rng"]])
+    return saved["step"], list(saved["history"]), dict(saved["running"])

@@ -1,10 +1,6 @@
-"""UDFC: unified data-free pruning and low-bit quantization with closed-form compensation.
+"""UDFC: unified data-free pruning and low-bit quantization with closed-form compensation (Bai et al., ICCV 2023).
 
-``closed_form`` holds the maths, ``chains`` finds where it applies, ``compensate`` edits layers,
-``pipeline`` runs the whole pass, ``openvino`` exports with real low-bit weights. The registered
-strategy (``practise_plugin.strategies.udfc``) is the user-facing entry point.
-"""
-
-from .compensate import compensate_next_layer
-
-__all__ = ["compensate_next_layer"]
+``config`` holds the options, ``strategy`` the registered ``"udfc"`` strategy, ``closed_form`` the maths,
+``chains`` finds where it applies, ``compensate`` edits layers and ``pipeline`` runs the whole pass; real
+low-bit OpenVINO weights are written by :mod:`practise_plugin.export.lowbit`. Kept empty so that reading
+the options stays cheap."""

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import torch
 
-A1 = 0.01  # weight of the bias term in the pruning objective (the paper's alpha_1)
-A2 = 0.008  # weight of the bias term in the quantization-scale objective (the paper's alpha_2)
+from .config import A1, A2
+
 RTOL = 1e-10  # Gram pivots/eigenvalues below RTOL * the largest count as zero (then: pseudo-inverse)
 
 

@@ -15,8 +15,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ModelError
-from .closed_form import A1, A2, merge_coefficients, prune_coefficients, quant_scales, quantize_symmetric
+from ..core.errors import ConfigError, ModelError
+from .closed_form import merge_coefficients, prune_coefficients, quant_scales, quantize_symmetric
+from .config import A1, A2
 
 Method = Literal["udfc", "nm", "prune"]
 Criterion = Literal["l1", "l2"]
@@ -97,7 +98,7 @@ def compensate_next_layer(
     """Fold the information of ``conv``'s ``pruned`` filters into ``next_layer``'s kept input slices, in place.
 
     ``kept`` defaults to every other filter. Removing the channels is the caller's job (Torch-Pruning, or
-    :func:`practise_plugin.channels.remove_channels`), *after* this call. Returns the coefficients
+    :func:`practise_plugin.surgery.channel_removal.remove_channels`), *after* this call. Returns the coefficients
     (n_pruned, n_kept). ``next_layer`` is a Conv2d or, after a flatten, a Linear.
     """
     width = conv.weight.shape[0]

@@ -18,10 +18,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..channels import remove_channels
+from ..core.torch_utils import count_params
+from ..surgery.channel_removal import remove_channels
 from .chains import LayerInfo, analyse
 from .compensate import (
-    Criterion, Method, absorb, coefficients, quantize_layer, scale_batchnorm, scale_input_channels, select_filters,
+    Criterion,
+    Method,
+    absorb,
+    coefficients,
+    quantize_layer,
+    scale_batchnorm,
+    scale_input_channels,
+    select_filters,
 )
 
 
@@ -39,10 +47,6 @@ class PassReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _get(model: nn.Module, path: str | None) -> nn.Module | None:
@@ -107,7 +111,7 @@ def run_pass(
     """Return ``(compressed copy, surgery records, report)``; ``model`` is left untouched."""
     t0 = time.perf_counter()
     model = copy.deepcopy(model).eval()
-    report = PassReport(params_before=_num_params(model))
+    report = PassReport(params_before=count_params(model))
     layers = analyse(model, example_input)  # Torch-Pruning traces autograd: no torch.no_grad() here
     t1 = time.perf_counter()
     surgery: list[dict[str, Any]] = []
@@ -121,6 +125,6 @@ def run_pass(
     if bits is not None:
         quantize_and_compensate(model, layers, bits, method == "udfc", a2, fold_into_bn, report)
     t4 = time.perf_counter()
-    report.params_after = _num_params(model)
+    report.params_after = count_params(model)
     report.seconds = {"analyse": t1 - t0, "compensate": t2 - t1, "remove": t3 - t2, "quantize": t4 - t3, "total": t4 - t0}
     return model, surgery, report

@@ -1,0 +1,87 @@
+"""``practise nncf CONFIG --model SPEC --out DIR``: run an NNCF-style JSON config, export an OpenVINO IR."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..models import SPEC_FORMS
+from ..nncf.schema import known_algorithms
+from ..runtime import BACKENDS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "nncf", help="run an NNCF-style JSON config (practise/swd/udfc + NNCF quantization, sparsity, weights)",
+        description=(
+            "Apply the entries of an NNCF-style config (\"compression\": [{\"algorithm\": ...}, ...]) in order and "
+            "write an OpenVINO IR to DIR (<name>.xml/.bin, <name>.json with the preprocessing, report.json with "
+            "per-entry statistics). Known algorithms: " + ", ".join(known_algorithms()) + ". Strategies take "
+            "their options under \"params\" (see `practise strategies NAME`); NNCF-native entries run with the "
+            "installed NNCF 3.x. Without --data, data-free strategies run as they are and quantization "
+            "calibrates on images synthesised from the model's BatchNorm statistics."
+        ),
+        epilog="example: practise nncf integrations/nncf/practise_int8.json --model builtin --data images/ --out ir/",
+    )
+    p.add_argument("config", type=Path, metavar="CONFIG", help="the JSON config file")
+    p.add_argument("--model", required=True, metavar="SPEC", help=f"model spec: {SPEC_FORMS}")
+    p.add_argument("--data", type=Path, default=None, metavar="FOLDER",
+                   help="images (flat folder or one sub-folder per class): the tiny set and calibration images")
+    p.add_argument("--num-samples", type=int, default=None, metavar="N", help="draw a tiny set of N images from --data")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the IR and report into")
+    p.add_argument("--name", default="model", help="file stem of the IR files (default: model)")
+    p.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
+                   help="checkpoints and caches (resumable recovery, synthetic images)")
+    p.add_argument("--device", default=None, help="torch device for the strategies (default: the config's, else cpu)")
+    p.add_argument("--latency-backend", choices=BACKENDS, default=None,
+                   help="how strategies measure latency (default: the config's, else openvino)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for latency measurements")
+    p.add_argument("--no-check", action="store_true", help="skip comparing the IR with the torch model")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow a checkpoint whose base model is package.module:function to import and run that code")
+    p.set_defaults(func=run)
+
+
+def _summary(entry: dict) -> str:
+    """One line per entry, from the numbers the runner measured."""
+    algo = entry["algorithm"]
+    if algo == "quantization":
+        return (f"{entry['fake_quantize_nodes']} FakeQuantize nodes, calibrated on {entry['calibration_images']} "
+                f"images ({entry['calibration_source']})")
+    if algo == "magnitude_sparsity":
+        return f"{entry['zero_fraction_of_pruned_weights']:.1%} of prunable weights are zero ({entry['nncf_call']})"
+    if algo == "weight_compression":
+        return f"{entry['mode']}: low-precision constants {entry['low_precision_constants']}"
+    dropped = f"dropped {', '.join(entry['blocks_dropped'])}; " if entry["blocks_dropped"] else ""
+    return f"{dropped}params {entry['params_before']:,} -> {entry['params_after']:,}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models.loading import load_model
+    from ..nncf.runner import run_config
+
+    controller = run_config(
+        load_model(args.model, trust_code=args.trust_code), args.config, args.data, args.out, num_samples=args.num_samples, name=args.name,
+        check=not args.no_check, work_dir=args.work_dir, device=args.device, latency_backend=args.latency_backend,
+        num_threads=args.threads, progress=False if args.no_progress else None,
+    )
+    print_statistics(controller, args.config, args.out, args.name)
+    return 0
+
+
+def print_statistics(controller, config: Path, out: Path, name: str) -> None:
+    """The per-entry table and where the IR went (shared with ``practise compress --config``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..nncf.runner import REPORT_NAME
+
+    stats = controller.statistics()
+    table = Table("#", "algorithm", "seconds", "result", title=f"{Path(config).name} on {stats['model']}")
+    for e in stats["entries"]:
+        table.add_row(str(e["index"]), e["algorithm"], f"{e['seconds']:.1f}", _summary(e))
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {out / (name + '.xml')} ({stats['precision']}, batch {stats['batch_size']}) "
+                  f"and {out / REPORT_NAME}")

@@ -1,0 +1,77 @@
+"""What one forward pass shows: which modules ran, in which order, how often, on which shapes.
+
+Why it exists: the structure of a model (its module tree) does not say in which order children run, nor
+which shapes they see; block discovery, adaptor placement and the feature point all need that, from one
+hooked forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ForwardTrace:
+    """What one forward pass showed: execution order, call counts, shapes and tensor identities."""
+
+    order: dict[str, int]
+    calls: dict[str, int]
+    in_shape: dict[str, tuple[int, ...]]
+    out_shape: dict[str, tuple[int, ...]]
+    in_ptr: dict[str, int]
+    out_ptr: dict[str, int]
+
+
+def trace_forward(model: nn.Module, example_input: torch.Tensor, fn=None) -> ForwardTrace:
+    """Run ``fn(model, x)`` (default ``model(x)``) once under hooks on every module."""
+    t = ForwardTrace({}, {}, {}, {}, {}, {})
+    handles = []
+
+    def first_tensor(args):
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                return a
+        return None
+
+    def pre(name):
+        def hook(mod, args):
+            t.order.setdefault(name, len(t.order))
+            t.calls[name] = t.calls.get(name, 0) + 1
+            x = first_tensor(args)
+            if x is not None:
+                t.in_shape.setdefault(name, tuple(x.shape))
+                t.in_ptr.setdefault(name, x.data_ptr())
+        return hook
+
+    def post(name):
+        def hook(mod, args, out):
+            if isinstance(out, torch.Tensor):
+                t.out_shape.setdefault(name, tuple(out.shape))
+                t.out_ptr.setdefault(name, out.data_ptr())
+        return hook
+
+    for name, m in model.named_modules():
+        if name:
+            handles.append(m.register_forward_pre_hook(pre(name)))
+            handles.append(m.register_forward_hook(post(name)))
+    try:
+        with torch.no_grad():
+            (fn or (lambda m, x: m(x)))(model, example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return t
+
+
+def parent_path(path: str) -> str:
+    return path.rsplit(".", 1)[0] if "." in path else ""
+
+
+def children_in_order(model: nn.Module, path: str, trace: ForwardTrace) -> list[str]:
+    """Executed children of the module at ``path``, in execution order."""
+    parent = model.get_submodule(path) if path else model
+    names = [f"{path}.{n}" if path else n for n, _ in parent.named_children()]
+    return sorted((n for n in names if n in trace.order), key=trace.order.__getitem__)

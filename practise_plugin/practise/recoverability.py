@@ -1,0 +1,331 @@
+"""Recoverability: how well linear adaptors make up for a dropped block, measured on the tiny set.
+
+Why it exists: PRACTISE's insight is that the blocks to drop are those whose removal is easiest to
+*recover*, not those with the smallest weights or activations. R(B) is the pre-pooling feature MSE
+between teacher and student (B dropped, adaptors fitted). Two ways to fit the adaptors:
+
+- ``"sgd"``: the paper's procedure (faithful reference): train all adaptors (pre and post) with SGD,
+  BN frozen, on the feature MSE.
+- ``"closed_form"``: the adaptors are linear, so fit them by ridge least squares. First the pre-adaptors
+  of the unit right before the hole, so that the stream leaving it matches the teacher's stream *after*
+  the dropped block: this corrects the skip path too, which post-adaptors cannot reach. It applies when
+  that stream is an affine, per-channel function of the writers' outputs (BatchNorm or LayerScale, then
+  the residual add: MobileNet/EfficientNet/ViT). When a ReLU follows the add (ResNet), the fit is done on
+  the ReLU's input, toward targets that the ReLU maps onto the teacher's stream.
+  Then the post-adaptors, one at a time in forward order, each mapping the student's input of that
+  layer onto the teacher's. A few forward passes instead of a thousand SGD steps.
+- ``"none"``: the MSE of the bare hole (no adaptors): an ablation, and the cheapest proxy.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..core.errors import ConfigError, TrainingError
+from ..core.inputs import ImageSet
+from ..graph.discover import Block
+from ..graph.features import FeaturePoint, capture, collect_features, feature_fn, find_feature_point
+from ..graph.structure import output_relu
+from ..surgery.drop import dropped_temporarily
+from .adaptors import Adaptors, AdaptorSite, StreamAnalysis
+
+METHODS = ("closed_form", "sgd", "none")
+
+
+@dataclass
+class Recoverability:
+    """R(B) for one candidate: ``mse`` after recovery by adaptors, ``mse_dropped`` with none."""
+
+    block: str
+    mse: float
+    mse_dropped: float
+    method: str
+    seconds: float
+    sites: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _channels_first(x: torch.Tensor, conv: bool) -> torch.Tensor:
+    """(C, M) view of a layer input: channels of a conv (dim 1) or of a linear (last dim)."""
+    if conv:
+        return x.transpose(0, 1).reshape(x.shape[1], -1)
+    return x.reshape(-1, x.shape[-1]).t()
+
+
+def _has_module(model: nn.Module, path: str) -> bool:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
+def _pre_activation(model: nn.Module, act: str, unit: str, fn, x: torch.Tensor) -> torch.Tensor:
+    """Input of the last call of module ``act`` inside ``unit``'s forward (a shared ``nn.ReLU`` runs several
+    times; in-place, so the input is copied before the ReLU overwrites it); the forward stops after ``unit``."""
+    box: list[torch.Tensor] = []
+    h = model.get_submodule(act).register_forward_pre_hook(lambda mod, args: box.append(args[0].clone()))
+    try:
+        capture(model, unit, fn, x, output=True)
+    finally:
+        h.remove()
+    return box[-1]
+
+
+def _ridge_toward(prior: torch.Tensor, xx: torch.Tensor, yx: torch.Tensor, ridge: float) -> torch.Tensor:
+    """argmin_P ||Y - P X||^2 + lam ||P - prior||^2 from the Grams ``X X^T`` and ``Y X^T``.
+
+    ``lam`` is ``ridge`` times the mean eigenvalue of ``X X^T``, so the pull toward ``prior`` (identity:
+    the adaptor changes nothing) does not depend on the features' scale.
+    """
+    lam = ridge * float(torch.trace(xx)) / xx.shape[0] + 1e-12
+    eye = torch.eye(xx.shape[0], dtype=xx.dtype)
+    return torch.linalg.solve((xx + lam * eye).t(), (yx + lam * prior).t()).t()
+
+
+class RecoverabilityScorer:
+    """Scores drop candidates of one teacher on one tiny set (teacher features are computed once)."""
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        data: ImageSet,
+        *,
+        method: str = "closed_form",
+        point: FeaturePoint | None = None,
+        batch_size: int = 64,
+        iters: int = 1000,
+        lr: float = 0.02,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        ridge: float = 1e-3,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        if method not in METHODS:
+            raise ConfigError(f"unknown recoverability method {method!r}; choose one of {', '.join(METHODS)}")
+        self.method, self.batch_size, self.iters = method, batch_size, iters
+        self.lr, self.momentum, self.weight_decay, self.ridge, self.seed = lr, momentum, weight_decay, ridge, seed
+        self.device = device
+        self.teacher = teacher.eval()
+        self.images = data.images
+        example = self.images[:1].to(device)
+        self.point = point or find_feature_point(teacher, example)
+        self.work = copy.deepcopy(teacher).eval().to(device)
+        for p in self.work.parameters():
+            p.requires_grad_(False)
+        self.analysis = StreamAnalysis(self.work, example, self.point)
+        self.targets = collect_features(teacher, self.point, self.images, batch_size, device)
+        self.order = self.analysis.trace.order
+
+    # -- measurement ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _mse(self) -> float:
+        fn = feature_fn(self.work, self.point)
+        total, count = 0.0, 0
+        for i in range(0, len(self.images), self.batch_size):
+            out = fn(self.images[i : i + self.batch_size].to(self.device)).float().cpu()
+            total += float(((out - self.targets[i : i + self.batch_size]) ** 2).sum())
+            count += out.numel()
+        return total / count
+
+    # -- fitting ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _fit_pre_closed_form(self, adaptors: Adaptors, block: Block) -> bool:
+        """Fit the pre-adaptors of the unit before ``block`` so its output matches the teacher's after ``block``.
+
+        With the stream o = e + sum_w D_w y_w (writer outputs y_w, per-channel scales D_w, everything
+        else e), probing the student with each writer zeroed gives u_w = D_w y_w and e. A ridge least
+        squares then finds Q with e + sum_w Q_w u_w ~ t, and P_w = D_w^-1 Q_w D_w. The probes also check
+        the assumption (doubling every writer must double o - e; u_w must be D_w y_w): when it fails, the
+        pre-adaptors stay at identity and False is returned. When the unit ends in ``relu(add)``, o is
+        the ReLU's input and the target is t where t > 0, else min(o, 0): the nearest point that the ReLU
+        maps onto t (an inactive position only needs to stay non-positive).
+        """
+        target = self.analysis.stream_output((block.path, block.branch))
+        found = self.analysis.previous_unit(block)
+        if target is None or found is None:
+            return False
+        unit, writers = found
+        relu = output_relu(self.work.get_submodule(unit))
+        act = f"{unit}.{relu}" if relu else None
+        keys = {w.key for w in writers}
+        idx = [i for i, site in enumerate(adaptors.sites) if site.key in keys and _has_module(self.work, site.module)]
+        if not idx:
+            return False
+        s_fn, t_fn = feature_fn(self.work, self.point), feature_fn(self.teacher, self.point)
+        mats = adaptors.mats
+
+        def stream(x: torch.Tensor, scales: list[float]) -> torch.Tensor:
+            for i, a in zip(idx, scales):
+                mats[i].copy_(a * torch.eye(mats[i].shape[0]))
+            adaptors.attach(self.work)
+            try:
+                if act is not None:
+                    return _pre_activation(self.work, act, unit, s_fn, x)
+                return capture(self.work, unit, s_fn, x, output=True)
+            finally:
+                adaptors.detach()
+
+        n = len(idx)
+        c = adaptors.sites[idx[0]].channels
+        xx = torch.zeros(n * c, n * c, dtype=torch.float64)
+        yx = torch.zeros(c, n * c, dtype=torch.float64)
+        uy = torch.zeros(n, c, dtype=torch.float64)
+        yy = torch.zeros(n, c, dtype=torch.float64)
+        uu = torch.zeros(n, c, dtype=torch.float64)
+        signal = 0.0
+        for j in range(0, len(self.images), self.batch_size):
+            x = self.images[j : j + self.batch_size].to(self.device)
+            raw: dict[int, torch.Tensor] = {}  # by writer, not in call order (a downsample runs after conv2)
+            handles = [self.work.get_submodule(adaptors.sites[i].module).register_forward_hook(
+                lambda mod, a, out, w=w, raw=raw: raw.__setitem__(w, out)) for w, i in enumerate(idx)]
+            try:
+                o1 = stream(x, [1.0] * n)
+            finally:
+                for h in handles:
+                    h.remove()
+            e = stream(x, [0.0] * n)
+            if o1.shape != e.shape or len(raw) != n or any(r.shape != o1.shape for r in raw.values()):
+                return self._reset(adaptors, idx)
+            signal += float((o1 - e).double().pow(2).sum())
+            if j == 0:  # an activation after the add shows on the first batch; later ones need not pay the probe
+                nonlinear = float(((stream(x, [2.0] * n) - e) - 2 * (o1 - e)).double().pow(2).sum())
+                if nonlinear > 1e-6 * signal:
+                    return self._reset(adaptors, idx)
+            conv = o1.dim() == 4
+
+            def flat(z: torch.Tensor, conv: bool = conv) -> torch.Tensor:
+                return _channels_first(z, conv).double().cpu()
+
+            # u_w = o1 minus the stream with writer w zeroed; the last one follows from the sum, o1 - e = sum_w u_w
+            u = [flat(o1 - stream(x, [0.0 if k == w else 1.0 for k in range(n)])) for w in range(n - 1)]
+            u.append(flat(o1 - e) - sum(u))  # sum([]) is 0: one writer gives u = o1 - e
+            y = [flat(raw[w]) for w in range(n)]
+            big = torch.cat(u)
+            xx += big @ big.t()
+            t = flat(capture(self.teacher, target, t_fn, x, output=True))
+            if act is not None:
+                t = torch.where(t > 0, t, flat(o1).clamp_max(0.0))
+            yx += (t - flat(e)) @ big.t()
+            for w in range(n):
+                uy[w] += (u[w] * y[w]).sum(1)
+                yy[w] += (y[w] * y[w]).sum(1)
+                uu[w] += (u[w] * u[w]).sum(1)
+        d = uy / yy.clamp_min(1e-30)
+        off_diagonal = float((uu - uy * d).sum() / uu.sum().clamp_min(1e-30))
+        if signal == 0.0 or off_diagonal > 1e-4:
+            return self._reset(adaptors, idx)
+        q = _ridge_toward(torch.eye(c, dtype=torch.float64).repeat(1, n), xx, yx, self.ridge)
+        tiny = 1e-8 * float(d.abs().max())
+        d = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
+        for w, i in enumerate(idx):
+            qw = q[:, w * c : (w + 1) * c]
+            mats[i].copy_((qw * d[w][None, :] / d[w][:, None]).float())
+        return True
+
+    @staticmethod
+    def _reset(adaptors: Adaptors, idx: list[int]) -> bool:
+        for i in idx:
+            adaptors.mats[i].copy_(torch.eye(adaptors.mats[i].shape[0]))
+        return False
+
+    @torch.no_grad()
+    def _fit_closed_form(self, adaptors: Adaptors, blocks: list[Block]) -> None:
+        for block in sorted(blocks, key=lambda b: self.order.get(b.path, 0)):
+            self._fit_pre_closed_form(adaptors, block)
+        s_fn = feature_fn(self.work, self.point)
+        t_fn = feature_fn(self.teacher, self.point)
+        readers = sorted(
+            (i for i, s in enumerate(adaptors.sites) if s.side == "in"), key=lambda i: self.order[adaptors.sites[i].module]
+        )
+        for i in readers:
+            site: AdaptorSite = adaptors.sites[i]
+            conv = isinstance(self.work.get_submodule(site.module), nn.Conv2d)
+            c = site.channels
+            aa = torch.zeros(c, c, dtype=torch.float64)
+            ba = torch.zeros(c, c, dtype=torch.float64)
+            adaptors.attach(self.work)
+            for j in range(0, len(self.images), self.batch_size):
+                x = self.images[j : j + self.batch_size].to(self.device)
+                a = _channels_first(capture(self.work, site.module, s_fn, x, output=False), conv).double().cpu()
+                b = _channels_first(capture(self.teacher, site.module, t_fn, x, output=False), conv).double().cpu()
+                aa += a @ a.t()
+                ba += b @ a.t()
+            adaptors.detach()
+            p = _ridge_toward(torch.eye(c, dtype=torch.float64), aa, ba, self.ridge)
+            adaptors.mats[i].copy_(p.float())
+
+    def _fit_sgd(self, adaptors: Adaptors) -> None:
+        adaptors.to(self.device).attach(self.work)
+        fn = feature_fn(self.work, self.point)
+        opt = torch.optim.SGD(adaptors.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.4 * self.iters), int(0.8 * self.iters)], 0.1)
+        gen = torch.Generator().manual_seed(self.seed)
+        n = len(self.images)
+        try:
+            for _ in range(self.iters):
+                idx = torch.randint(0, n, (min(self.batch_size, n),), generator=gen)
+                loss = F.mse_loss(fn(self.images[idx].to(self.device)), self.targets[idx].to(self.device))
+                if not torch.isfinite(loss):
+                    raise TrainingError("adaptor training diverged (loss is NaN/inf); lower the scoring lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+        finally:
+            adaptors.detach()
+
+    def sites(self, blocks: list[Block]) -> list[AdaptorSite]:
+        """Adaptor sites around all ``blocks`` (union), minus layers that the drop itself removes."""
+        found: dict[str, AdaptorSite] = {}
+        for b in blocks:
+            found.update({s.key: s for s in self.analysis.sites(b)})
+        with dropped_temporarily(self.work, [b.name for b in blocks]):
+            return [s for s in found.values() if _has_module(self.work, s.module)]
+
+    def fit(self, blocks: Block | list[Block]) -> tuple[Recoverability, Adaptors]:
+        """Drop ``blocks`` (temporarily), fit their adaptors, and measure R."""
+        blocks = [blocks] if isinstance(blocks, Block) else list(blocks)
+        t0 = time.perf_counter()
+        adaptors = Adaptors(self.sites(blocks))
+        with dropped_temporarily(self.work, [b.name for b in blocks]):
+            dropped = self._mse()
+            if self.method == "closed_form":
+                self._fit_closed_form(adaptors, blocks)
+            elif self.method == "sgd":
+                self._fit_sgd(adaptors)
+            if self.method == "none":
+                mse = dropped
+            else:
+                adaptors.attach(self.work)
+                try:
+                    mse = self._mse()
+                finally:
+                    adaptors.detach()
+        name = "+".join(b.name for b in blocks)
+        rec = Recoverability(name, mse, dropped, self.method, time.perf_counter() - t0, len(adaptors.sites))
+        return rec, adaptors
+
+    def score(self, blocks: list[Block], progress: bool = True) -> list[Recoverability]:
+        out = []
+        bar = tqdm(blocks, desc=f"recoverability ({self.method})", unit="block", disable=not progress, leave=False)
+        for b in bar:
+            out.append(self.fit(b)[0])
+            bar.set_postfix(block=b.name, mse=f"{out[-1].mse:.4g}")
+        return out
+
+
+def recoverability(teacher: nn.Module, blocks: list[Block], data: ImageSet, *, progress: bool = True,
+                   **kwargs) -> list[Recoverability]:
+    """R(B) of each candidate; keyword arguments are those of :class:`RecoverabilityScorer`."""
+    return RecoverabilityScorer(teacher, data, **kwargs).score(blocks, progress)
