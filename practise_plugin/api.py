@@ -151,10 +151,12 @@ def class_names(bundle: ModelBundle) -> list[str]:
 def export(
     model: nn.Module | str | ModelBundle, out_dir: str | Path, *, precision: str = "fp32",
     data: ImageSet | str | Path | None = None, num_samples: int | None = None, seed: int = 0, batch_size: int = 1,
-    name: str = "model", check: bool = True, progress: bool = True,
+    name: str = "model", check: bool = True, progress: bool = True, embed_preprocessing: bool = False,
+    layout: str = "NHWC",
 ) -> ExportResult:
     """Write ``model`` as an OpenVINO IR into ``out_dir``, checked against torch. ``data`` calibrates int8
-    and feeds the check (the built-in model defaults to shipped Fashion-MNIST images)."""
+    and feeds the check (the built-in model defaults to shipped Fashion-MNIST images). With
+    ``embed_preprocessing`` the IR takes raw u8 images in ``layout`` (mean/std and layout inside it)."""
     bundle = load_model(model)
     images = tiny_set_from(data, bundle.data_config, num_samples, seed, progress)
     if images is None and _is_builtin_fmnist(bundle) and tuple(bundle.data_config.input_size) == (1, 28, 28):
@@ -163,6 +165,7 @@ def export(
         bundle.model, bundle.data_config.input_size, out_dir, name=name, precision=precision, calibration=images,
         check=check, batch_size=batch_size, data_config=bundle.data_config, class_names=class_names(bundle),
         meta={"model": bundle.spec, **({"base_spec": bundle.meta["base_spec"]} if "base_spec" in bundle.meta else {})},
+        embed=embed_preprocessing, layout=layout,
     )
 
 

@@ -216,7 +216,7 @@ def test_entries_that_cannot_run_fail_before_any_work(teacher, entry, message):
 
 
 def test_strategy_that_needs_data_says_so(teacher):
-    with pytest.raises(DataError, match="needs images"):
+    with pytest.raises(DataError, match="needs labelled images"):
         create_compressed_model(teacher, {"compression": {"algorithm": "swd"}}, None)
 
 
@@ -260,3 +260,75 @@ def test_nncf2_registration_explains_itself_under_nncf3():
         pytest.skip("NNCF 2.x is installed")
     with pytest.raises(PractiseError, match="NNCF 2.x is not installed"):
         register()
+
+
+# NNCF 2.x-shaped files, as users hold them: training keys at the top level, comments, legacy names -------
+
+NNCF2_SHAPED = """{
+    // The shape of NNCF 2.x's sample configs: its training script reads the top-level keys.
+    "model": "resnet34", "pretrained": false, "num_classes": 10, "batch_size": 32, "epochs": 70,
+    "dataset": "FashionMNIST", "multiprocessing_distributed": true, "workers": 4, "save_freq": 5,
+    "optimizer": {"type": "SGD", "base_lr": 0.001, "schedule_type": "multistep", "steps": [50, 60]},
+    "input_info": {"sample_size": [2, 1, 28, 28]},   /* a batch of 2: only the tracing batch */
+    "target_device": "VPU",
+    "compression": [
+        {"algorithm": "practise", "params": {"num_blocks": 2, "recover_iters": 10, "recoverability": "none"}},
+        {
+            "algorithm": "magnitude_sparsity", "sparsity_init": 0.1,
+            "params": {"schedule": "multistep", "multistep_steps": [5, 10], "multistep_sparsity_levels": [0.1, 0.3],
+                       "sparsity_freeze_epoch": 50},
+        },
+        {"algorithm": "quantization", "initializer": {"range": {"num_init_samples": 32},
+                                                      "batchnorm_adaptation": {"num_bn_adaptation_samples": 16}}},
+    ],
+}"""
+
+
+def test_check_reads_an_nncf2_file_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfg.json").write_text(NNCF2_SHAPED)
+    assert main(["nncf", "cfg.json", "--model", "builtin", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "can run" in out and "runs here (strategy 'practise')" in out and "delegated to nncf.prune" in out
+    for key in ("model", "epochs", "optimizer", "multiprocessing_distributed", "save_freq"):
+        assert f"top-level key not used: {key} (" in out
+    assert "'VPU' is read as 'NPU'" in out and "IR batch 1" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json"]
+
+
+@pytest.mark.parametrize("entry, replacement", [
+    ({"algorithm": "binarization", "mode": "xnor"}, "udfc"),
+    ({"algorithm": "filter_pruning", "params": {"interlayer_ranking_types": ["learned_ranking"]}}, '"practise"'),
+    ({"algorithm": "quantization", "initializer": {"precision": {"type": "manual", "bitwidth_per_scope": [[4, "x"]]}}},
+     "weight_compression"),
+    ({"algorithm": "rb_sparsity", "sparsity_init": 0.05}, "magnitude_sparsity"),
+    ({"algorithm": "knowledge_distillation", "type": "mse"}, "mimicking"),
+])
+def test_check_refuses_what_cannot_run_and_names_the_replacement(tmp_path, capsys, entry, replacement):
+    config = json.loads(read_config(NNCF2_SHAPED))
+    config["compression"][2] = entry  # in place of the quantization entry
+    (tmp_path / "cfg.json").write_text(json.dumps(config))
+    assert main(["nncf", str(tmp_path / "cfg.json"), "--model", "builtin", "--check"]) == 2
+    out = capsys.readouterr().out
+    assert "refused" in out and replacement in out and "did you mean" not in out
+    assert "cannot run as it is" in out
+
+
+def read_config(text: str) -> str:
+    from practise_plugin.nncf.config import read_json
+
+    return json.dumps(read_json(text))
+
+
+def test_an_nncf2_file_runs_with_its_training_keys(teacher, tiny_64, tmp_path):
+    (tmp_path / "cfg.json").write_text(NNCF2_SHAPED)
+    with pytest.warns(UserWarning, match="'VPU' is read as 'NPU'"):
+        ctrl = run_config(teacher, tmp_path / "cfg.json", tiny_64, tmp_path / "ir", latency_backend="macs",
+                          progress=False)
+    stats = ctrl.statistics()
+    assert stats["batch_size"] == 1 and stats["target_device"] == "NPU"  # the IR batch is 1, not sample_size's 2
+    assert {"model", "epochs", "optimizer"} <= set(stats["not_used"])
+    practise_entry = stats["entries"][0]
+    assert practise_entry["config"]["batch_size"] == 32  # the top-level batch_size, as the strategy's default
+    inputs = ov.Core().read_model(tmp_path / "ir" / "model.xml").inputs
+    assert list(inputs[0].get_partial_shape().to_shape()) == [1, 1, 28, 28]

@@ -195,3 +195,29 @@ def test_bad_output_folders_are_refused_before_any_work(tmp_path):
         export_openvino(model, (3, 8, 8), busy)
     assert (busy / "notes.md").read_text() == "mine" and a_file.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "file.txt"]
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_embedded_preprocessing_runs_on_raw_pixels_with_torchs_top1(tmp_path, layout):
+    """An IR with the preprocessing inside takes the u8 images as they are decoded; on the shipped test images
+    its top-1 is the torch model's, and benchmark_app runs it with no preprocessing options."""
+    import subprocess
+
+    from practise_plugin.api import export
+    from practise_plugin.models.builtin import _samples
+
+    bundle = load_model("builtin")
+    result = export(bundle, tmp_path / "ir", embed_preprocessing=True, layout=layout)
+    sidecar = json.loads(result.config.read_text())
+    assert sidecar["preprocessing"]["embedded"] and sidecar["preprocessing"]["input"]["layout"] == layout
+    raw = _samples()["test_images"][:300]  # (N, 28, 28) u8, as decoded
+    pixels = raw[:, :, :, None] if layout == "NHWC" else raw[:, None, :, :]
+    request = ov.Core().compile_model(str(result.xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    ir_top1 = np.array([request.infer({0: pixels[i : i + 1]})[0].argmax() for i in range(len(raw))])
+    with torch.no_grad():
+        torch_top1 = bundle.model(fmnist_test_set(full=False).images[:300]).argmax(1).numpy()
+    assert (ir_top1 == torch_top1).all()
+    if layout == "NHWC":
+        run = subprocess.run(["benchmark_app", "-m", str(result.xml), "-niter", "20", "-hint", "latency"],
+                             capture_output=True, text=True)
+        assert run.returncode == 0 and "Throughput" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]

@@ -100,7 +100,9 @@ def test_torch_pruning_readme_example_with_the_pruner_swapped(capsys):
     for m in model.modules():
         if isinstance(m, torch.nn.Linear) and m.out_features == 1000:
             ignored_layers.append(m)  # DO NOT prune the final classifier!
-    pruner = BlockDropPruner(model, example_inputs, importance=imp, pruning_ratio=0.5, ignored_layers=ignored_layers)
+    with pytest.warns(UserWarning, match="round_to steer channel pruning and are not applied"):
+        pruner = BlockDropPruner(model, example_inputs, importance=imp, pruning_ratio=0.5, ignored_layers=ignored_layers,
+                                 round_to=8)
 
     # 3. Prune the model
     base_macs, base_nparams = tp.utils.count_ops_and_params(model, example_inputs)
@@ -114,6 +116,47 @@ def test_torch_pruning_readme_example_with_the_pruner_swapped(capsys):
     assert all(isinstance(model.get_submodule(n), DroppedBlock) for n in pruner.dropped)
     assert macs < 0.9 * base_macs and nparams < base_nparams
     assert model(example_inputs).shape == (1, 1000)
+
+
+def test_torchvision_example_script_calling_pattern_with_the_classes_swapped(capsys):
+    """The loop of Torch-Pruning's examples/torchvision_models/torchvision_pruning.py, in its calling pattern
+    (every keyword it passes, ``pruner.ignored_layers``, interactive groups, the isinstance checks, the
+    output check), with BlockDropPruner and a block importance in place of GroupNormPruner and its importance."""
+    from torchvision.models import mobilenet_v2, resnet18, vit_b_32
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    for model_name, entry in {"resnet18": resnet18, "mobilenet_v2": mobilenet_v2, "vit_b_32": vit_b_32}.items():
+        model = entry().eval()
+        example_inputs = torch.randn(1, 3, 224, 224)
+        ori_size = tp.utils.count_params(model)
+        ignored_layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1000]
+        channel_groups = {}
+        if isinstance(model, VisionTransformer):
+            for m in model.modules():
+                if isinstance(m, torch.nn.MultiheadAttention):
+                    channel_groups[m] = m.num_heads
+        importance = BlockMagnitudeImportance(p=1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pruner = BlockDropPruner(model, example_inputs=example_inputs, importance=importance, iterative_steps=1,
+                                     pruning_ratio=0.5, global_pruning=False, round_to=None, unwrapped_parameters=None,
+                                     ignored_layers=ignored_layers, channel_groups=channel_groups)
+        named = [str(w.message) for w in caught if "steer channel pruning" in str(w.message)]
+        assert named == (["BlockDropPruner removes whole blocks; channel_groups steer channel pruning and are not "
+                          "applied (build a Torch-Pruning channel pruner after the blocks are gone)"]
+                         if channel_groups else [])
+        layer_channel_cfg = {m: m.out_channels for m in model.modules()
+                             if m not in pruner.ignored_layers and isinstance(m, torch.nn.Conv2d)}
+        for g in pruner.step(interactive=True):
+            g.prune()
+        if isinstance(pruner, (tp.pruner.BNScalePruner, tp.pruner.GroupNormPruner, tp.pruner.GrowingRegPruner)):
+            pruner.update_regularizer()
+        with torch.no_grad():
+            out = model(example_inputs)
+        assert out.shape == (1, 1000), model_name
+        assert tp.utils.count_params(model) < ori_size and len(pruner.dropped) >= 1, model_name
+        assert all(m not in pruner.ignored_layers for m in layer_channel_cfg)
+        assert all(isinstance(model.get_submodule(n), DroppedBlock) for n in pruner.dropped if "#" not in n)
 
 
 def test_recoverability_drops_the_most_recoverable_blocks(teacher, tiny32, test1k):

@@ -3,7 +3,8 @@
     python integrations/openvino/deploy.py IR_DIR_OR_XML IMAGE_FOLDER [--threads N] [--top-k 5] [--exact-f32]
 
 Reads ``<name>.json`` beside the IR for the preprocessing the model was trained with (input size, mean,
-std, interpolation, crop) and its class names, runs every image through the compiled model one batch at
+std, interpolation, crop) and its class names (an IR exported with ``--embed-preprocessing`` normalises by
+itself: it is fed the resized, cropped u8 pixels), runs every image through the compiled model one batch at
 a time, prints the top-k classes per image, and reports the latency of those synchronous inferences
 (median and p10/p90). When the image folder has one sub-folder per class named like the model's
 classes, it also prints top-1 accuracy.
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from practise_plugin.core.errors import ModelError, PractiseError
-from practise_plugin.data.images import list_images, load_image_files
+from practise_plugin.data.images import list_images, load_image_files, load_pixels
 from practise_plugin.export.ir import read_ir_config
 from practise_plugin.runtime.latency import summarize
 from practise_plugin.runtime.openvino import load_openvino, resolve_ir
@@ -50,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
     if cfg.data_config is None:
         raise ModelError(f"{xml.with_suffix('.json')} has no preprocessing (mean/std); re-export with `practise export`")
     files, labels, folder_names = list_images(args.images)
-    images = load_image_files(files, cfg.data_config).images.numpy()
+    if cfg.preprocessing and cfg.preprocessing.get("embedded"):  # the IR normalises: feed it the pixels
+        images = load_pixels(files, cfg.data_config)
+        if cfg.preprocessing["input"]["layout"] == "NCHW":
+            images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    else:
+        images = load_image_files(files, cfg.data_config).images.numpy()
     request = load_openvino(xml, args.threads, exact_f32=args.exact_f32).create_infer_request()
 
     bs = cfg.batch_size

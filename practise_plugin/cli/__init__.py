@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
     """Warnings as ``warning: <message>``, without the file, line and source Python shows by default."""
     return f"warning: {message}\n"
@@ -55,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         for category in (UserWarning, FutureWarning):
             warnings.filterwarnings("ignore", category=category, module=r"(torch|timm|nncf|openvino)")
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
+        for name in QUIET_LOGGERS:  # a filter, not a level: torch sets its loggers' levels when it is imported
+            logging.getLogger(name).addFilter(_errors_only)
     formatted, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("note: %(message)s"))
@@ -73,4 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         log.removeHandler(handler)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).removeFilter(_errors_only)
         warnings.formatwarning = formatted

@@ -46,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=Path, default=None, metavar="PATH", help="state_dict to load onto MODEL first")
     p.add_argument("--name", default="model", help="file stem of the IR files (default: model)")
     p.add_argument("--no-check", action="store_true", help="skip comparing the IR with torch (not recommended)")
+    p.add_argument("--embed-preprocessing", action="store_true",
+                   help="put mean/std and the layout inside the IR (OpenVINO PrePostProcessor): it then takes raw u8 "
+                        "images at the model's size, so compile_model and benchmark_app run on decoded images as they "
+                        "are (resize and crop them to the model's size first)")
+    p.add_argument("--layout", choices=("NHWC", "NCHW"), default="NHWC",
+                   help="layout of the raw u8 input with --embed-preprocessing")
     p.add_argument("--trust-code", action="store_true",
                    help="allow a checkpoint whose base model is package.module:function to import and run that code")
     p.set_defaults(func=run)
@@ -73,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     bundle = load_model(args.model, weights=args.weights, input_size=tuple(args.input_size) if args.input_size else None,
                         trust_code=args.trust_code)
     result = export(bundle, args.out, precision=args.precision, data=args.data, num_samples=args.num_samples,
-                    seed=args.seed, batch_size=args.batch_size, name=args.name, check=not args.no_check)
+                    seed=args.seed, batch_size=args.batch_size, name=args.name, check=not args.no_check,
+                    embed_preprocessing=args.embed_preprocessing, layout=args.layout)
     console = Console()
     console.print(f"wrote {shown(result.xml)} (+ {result.bin.name}, {result.config.name}), {result.precision}, "
                   f"batch {result.batch_size}", highlight=False, soft_wrap=True)

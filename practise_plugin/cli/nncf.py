@@ -28,7 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None, metavar="FOLDER",
                    help="images (flat folder or one sub-folder per class): the tiny set and calibration images")
     p.add_argument("--num-samples", type=int, default=None, metavar="N", help="draw a tiny set of N images from --data")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the IR and report into")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="folder to write the IR and report into (required unless --check)")
+    p.add_argument("--check", action="store_true",
+                   help="dry run: read the config and the model, print what each entry would do (runs here, delegated "
+                        "to NNCF, fields not applied, refused and what to use instead) and exit 0 if it can run, 2 if "
+                        "not; writes nothing")
     p.add_argument("--name", default="model", help="file stem of the IR files (default: model)")
     p.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
                    help="checkpoints and caches (resumable recovery, synthetic images)")
@@ -36,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-backend", choices=BACKENDS, default=None,
                    help="how strategies measure latency (default: the config's, else openvino)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for latency measurements")
-    p.add_argument("--no-check", action="store_true", help="skip comparing the IR with the torch model")
+    p.add_argument("--no-check", action="store_true", help="skip comparing the written IR with the torch model")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--trust-code", action="store_true",
                    help="allow a checkpoint whose base model is package.module:function to import and run that code")
@@ -58,16 +63,51 @@ def _summary(entry: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.errors import ConfigError
     from ..models.loading import load_model
     from ..nncf.runner import run_config
 
+    if args.check:
+        return _check(args)
+    if args.out is None:
+        raise ConfigError("--out DIR is required (where the IR and report.json go); or pass --check for a dry run")
     controller = run_config(
-        load_model(args.model, trust_code=args.trust_code), args.config, args.data, args.out, num_samples=args.num_samples, name=args.name,
-        check=not args.no_check, work_dir=args.work_dir, device=args.device, latency_backend=args.latency_backend,
-        num_threads=args.threads, progress=False if args.no_progress else None,
+        load_model(args.model, trust_code=args.trust_code), args.config, args.data, args.out,
+        num_samples=args.num_samples, name=args.name, check=not args.no_check, work_dir=args.work_dir,
+        device=args.device, latency_backend=args.latency_backend, num_threads=args.threads,
+        progress=False if args.no_progress else None,
     )
     print_statistics(controller, args.config, args.out, args.name)
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``--check``: the plan, entry by entry; exit 0 when the config can run, 2 when it cannot."""
+    from rich.console import Console
+
+    from ..models.loading import load_model
+    from ..nncf.runner import plan
+
+    found = plan(load_model(args.model, trust_code=args.trust_code), args.config, args.data,
+                 num_samples=args.num_samples, device=args.device, latency_backend=args.latency_backend,
+                 num_threads=args.threads)
+    console = Console()
+    size = "x".join(map(str, found["input_size"] or [])) or "?"
+    say = lambda text: console.print(text, soft_wrap=True, highlight=False, markup=False)  # noqa: E731
+    say(f"{Path(args.config).name} on {found['model']}: input {size}, IR batch {found['ir_batch']}, "
+        f"target_device {found['target_device']}")
+    for e in found["entries"]:
+        say(f"{e['where']} {e['algorithm']!r}: {e['action']}" + (f": {e['problem']}" if e["problem"] else ""))
+        for key, why in e["not_applied"].items():
+            say(f"    not applied: {key} ({why})")
+    for note in found["notes"]:
+        say(f"note: {note}")
+    for key, why in found["not_used"].items():
+        say(f"top-level key not used: {key} ({why})")
+    for problem in found["problems"]:
+        say(f"problem: {problem}")
+    say(f"{'can run' if found['runnable'] else 'cannot run as it is'}: {Path(args.config).name}")
+    return 0 if found["runnable"] else 2
 
 
 def print_statistics(controller, config: Path, out: Path, name: str) -> None:

@@ -9,12 +9,15 @@ from .images import (
     list_images,
     load_image_files,
     load_images,
-    preprocess,
+    load_pixels,
+    pixels,
+    tiny_set_from,
     write_image_folder,
 )
 from .synthetic import SynthesisConfig, synthesize
 
 __all__ = [
     "IMAGE_SUFFIXES", "DataConfig", "ImageSet", "SynthesisConfig", "from_uint8", "list_images", "load_cifar_batches",
-    "load_image_files", "load_images", "preprocess", "sample_tiny_set", "synthesize", "write_image_folder",
+    "load_image_files", "load_images", "load_pixels", "pixels", "sample_tiny_set", "synthesize", "tiny_set_from",
+    "write_image_folder",
 ]

@@ -21,8 +21,10 @@ from ..core.inputs import DataConfig, ImageSet, sample_tiny_set
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-def preprocess(img: Image.Image, cfg: DataConfig) -> torch.Tensor:
-    """PIL image -> normalised (C, H, W) tensor per ``cfg`` (grey or RGB as the model wants)."""
+def pixels(img: Image.Image, cfg: DataConfig) -> np.ndarray:
+    """PIL image -> u8 (H, W, C) pixels at the model's size: the shorter side resized to ``H / crop_pct``,
+    then centre-cropped to H x W, grey or RGB as the model wants (what an IR with embedded preprocessing
+    takes)."""
     c, h, w = cfg.input_size
     img = img.convert("L" if c == 1 else "RGB")
     resample = {"bicubic": Image.BICUBIC, "nearest": Image.NEAREST}.get(cfg.interpolation, Image.BILINEAR)
@@ -30,12 +32,25 @@ def preprocess(img: Image.Image, cfg: DataConfig) -> torch.Tensor:
     new = (max(w, round(img.size[0] * scale)), max(h, round(img.size[1] * scale)))
     img = img.resize(new, resample)
     left, top = (new[0] - w) // 2, (new[1] - h) // 2
-    img = img.crop((left, top, left + w, top + h))
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    x = torch.from_numpy(arr.copy()).view(h, w, -1).permute(2, 0, 1)
-    if x.shape[0] != c:
-        x = x.expand(c, h, w)
-    return cfg.normalise(x.unsqueeze(0))[0]
+    arr = np.asarray(img.crop((left, top, left + w, top + h)), dtype=np.uint8).reshape(h, w, -1)
+    return np.ascontiguousarray(np.broadcast_to(arr, (h, w, c))) if arr.shape[2] != c else arr
+
+
+def load_pixels(files: list[Path], cfg: DataConfig, progress: bool = False) -> np.ndarray:
+    """u8 (N, H, W, C) pixels of image files at the model's size; a file that is not an image names itself."""
+    it = files
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(files, desc="loading images", unit="img", leave=False)
+    out = []
+    for f in it:
+        try:
+            with Image.open(f) as im:
+                out.append(pixels(im, cfg))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{f} is not a readable image ({e.__class__.__name__}: {e}); remove or replace it") from e
+    return np.stack(out)
 
 
 def list_images(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -100,22 +115,11 @@ def load_image_files(
     class_names: list[str] | None = None, progress: bool = False,
 ) -> ImageSet:
     """Read and preprocess the given image files; a file that is not an image names itself in the error."""
-    tensors = []
-    it = files
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(files, desc="loading images", unit="img", leave=False)
-    for f in it:
-        try:
-            with Image.open(f) as im:
-                tensors.append(preprocess(im, cfg))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"{f} is not a readable image ({e.__class__.__name__}: {e}); remove or replace it") from e
-    if not tensors:
+    if not files:
         raise DataError(f"no images to load from {source or 'the given list'}")
+    x = torch.from_numpy(load_pixels(files, cfg, progress)).permute(0, 3, 1, 2).float().div_(255.0)
     y = None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    return ImageSet(torch.stack(tensors), y, source, list(class_names or []))
+    return ImageSet(cfg.normalise(x).contiguous(), y, source, list(class_names or []))
 
 
 def from_uint8(images: np.ndarray, labels: np.ndarray | None, cfg: DataConfig, source: str) -> ImageSet:

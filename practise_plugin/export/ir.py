@@ -43,6 +43,7 @@ class IRConfig:
     class_names: list[str]
     batch_size: int
     precision: str
+    preprocessing: dict | None = None  # set when the IR takes raw u8 images (see embed_preprocessing)
 
 
 def read_ir_config(xml_path: str | Path) -> IRConfig:
@@ -55,7 +56,8 @@ def read_ir_config(xml_path: str | Path) -> IRConfig:
     if d.get("format") != IR_CONFIG_FORMAT:
         raise ModelError(f"{path} was not written by `practise export`; re-export the model")
     dc = DataConfig.from_dict(d) if "mean" in d else None
-    return IRConfig(dc, list(d.get("class_names") or []), int(d["batch_size"]), str(d["precision"]))
+    return IRConfig(dc, list(d.get("class_names") or []), int(d["batch_size"]), str(d["precision"]),
+                    d.get("preprocessing"))
 
 
 @dataclass
@@ -115,12 +117,15 @@ def _check_inputs(input_size: tuple[int, int, int], batch_size: int, calibration
     return example_input(input_size, n, seed=1)
 
 
-def check_ir(model: nn.Module, xml: Path, precision: str, inputs: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """Compare the saved IR with torch on ``inputs``; raise :class:`ExportError` if outside TOLERANCES."""
+def check_ir(model: nn.Module, xml: Path, precision: str, inputs: torch.Tensor, batch_size: int,
+             feed: Callable[[torch.Tensor], np.ndarray] | None = None) -> dict[str, float]:
+    """Compare the saved IR with torch on ``inputs``; raise :class:`ExportError` if outside TOLERANCES.
+    ``feed`` turns a batch into what the IR takes (raw u8 images when the preprocessing is embedded)."""
     with eval_mode(model), torch.no_grad():
         ref = torch.cat([first_tensor(model(torch.from_numpy(b))) for b in _batched(inputs, batch_size)]).flatten(1).numpy()
     request = compile_cpu(xml, exact_f32=True).create_infer_request()
-    got = np.concatenate([request.infer({0: b})[0] for b in _batched(inputs, batch_size)]).reshape(ref.shape)
+    to_ir = (lambda b: b) if feed is None else (lambda b: feed(torch.from_numpy(b)))
+    got = np.concatenate([request.infer({0: to_ir(b)})[0] for b in _batched(inputs, batch_size)]).reshape(ref.shape)
     err = float(np.abs(got - ref).max())
     scale = float(np.abs(ref).max())
     cos = (got * ref).sum(1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1), 1e-30)
@@ -141,6 +146,49 @@ def check_ir(model: nn.Module, xml: Path, precision: str, inputs: torch.Tensor, 
             "(tracing freezes it); for int8 give more or more representative calibration images."
         )
     return stats
+
+
+LAYOUTS = ("NHWC", "NCHW")
+
+
+def embed_preprocessing(ov_model: ov.Model, data_config: DataConfig, batch_size: int = 1, *, layout: str = "NHWC",
+                        raw_size: tuple[int, int] | None = None) -> tuple[ov.Model, dict]:
+    """The model with its preprocessing inside (OpenVINO's PrePostProcessor): it takes ``batch_size`` raw u8
+    images of ``raw_size`` (default: the model's own H x W) in ``layout``, resizes them to the model's input
+    when the sizes differ, and subtracts ``255 * mean`` and divides by ``255 * std``. So ``compile_model`` and
+    ``benchmark_app`` run on plain decoded images. The centre crop of ``data_config.crop_pct`` is not
+    embedded: it depends on each image's aspect ratio, which a static graph cannot follow; crop beforehand.
+    Returns the model and the sidecar's description of what it expects."""
+    from openvino.preprocess import PrePostProcessor, ResizeAlgorithm
+
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    c, h, w = data_config.input_size
+    rh, rw = raw_size or (h, w)
+    if rh < 1 or rw < 1:
+        raise ConfigError(f"raw_size must be positive (H, W), got {raw_size}")
+    ppp = PrePostProcessor(ov_model)
+    inp = ppp.input()
+    shape = [batch_size, rh, rw, c] if layout == "NHWC" else [batch_size, c, rh, rw]
+    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout(layout)).set_shape(shape)
+    inp.model().set_layout(ov.Layout("NCHW"))
+    steps = inp.preprocess().convert_element_type(ov.Type.f32)
+    if (rh, rw) != (h, w):
+        algorithm = ResizeAlgorithm.RESIZE_CUBIC if data_config.interpolation == "bicubic" else ResizeAlgorithm.RESIZE_LINEAR
+        steps.resize(algorithm)
+    steps.mean([255.0 * m for m in data_config.mean]).scale([255.0 * s for s in data_config.std])
+    info = {"embedded": True, "input": {"element_type": "u8", "layout": layout, "shape": shape},
+            "resize": [rh, rw] != [h, w], "mean_255": [255.0 * m for m in data_config.mean],
+            "std_255": [255.0 * s for s in data_config.std], "crop": "not embedded (crop before feeding)"}
+    return ppp.build(), info
+
+
+def raw_images(images: torch.Tensor, data_config: DataConfig, layout: str = "NHWC") -> np.ndarray:
+    """Normalised images back to the u8 pixels they were made from (exact for images decoded from u8)."""
+    mean = torch.tensor(data_config.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data_config.std).view(1, -1, 1, 1)
+    u8 = (images * std + mean).mul(255.0).round().clamp(0, 255).to(torch.uint8)
+    return (u8.permute(0, 2, 3, 1) if layout == "NHWC" else u8).contiguous().numpy()
 
 
 def prepare_out_dir(out_dir: str | Path, name: str, extra: tuple[str, ...] = ()) -> Path:
@@ -167,7 +215,7 @@ def write_ir(
     ov_model: ov.Model, out_dir: str | Path, *, name: str = "model", precision: str, batch_size: int,
     input_size: tuple[int, int, int], data_config: DataConfig | None = None, class_names: list[str] | None = None,
     meta: dict | None = None, check: Callable[[Path], dict[str, Any]] | None = None, tolerance: str | None = None,
-    compress_to_fp16: bool = False, extra_json: dict[str, Any] | None = None,
+    compress_to_fp16: bool = False, extra_json: dict[str, Any] | None = None, preprocessing: dict | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Write ``<name>.xml/.bin`` and the sidecar ``<name>.json`` (plus ``extra_json`` files) into ``out_dir``.
 
@@ -185,7 +233,7 @@ def write_ir(
         sidecar = {
             "format": IR_CONFIG_FORMAT, "xml": xml.name, "precision": precision, "batch_size": batch_size,
             **(data_config.to_dict() if data_config else {"input_size": list(input_size)}),
-            "class_names": list(class_names or []),
+            "class_names": list(class_names or []), "preprocessing": preprocessing,
             "check": {"tolerance": TOLERANCES[tolerance or precision], **stats} if check is not None else None,
             "meta": dict(meta or {}),
         }
@@ -199,12 +247,14 @@ def export_openvino(
     model: nn.Module, input_size: tuple[int, int, int], out_dir: str | Path, *, name: str = "model",
     precision: Precision = "fp32", calibration: ImageSet | None = None, check: bool = True, batch_size: int = 1,
     data_config: DataConfig | None = None, class_names: list[str] | None = None, check_samples: int = 16,
-    subset_size: int = 300, meta: dict | None = None,
+    subset_size: int = 300, meta: dict | None = None, embed: bool = False, layout: str = "NHWC",
 ) -> ExportResult:
     """Write ``out_dir/<name>.xml|.bin|.json`` for ``model`` at ``precision``, verified against torch.
 
     ``calibration`` (required for int8) also supplies the check inputs; ``data_config`` (how images are
-    preprocessed) and ``class_names`` go to the ``.json`` the deployment recipe reads."""
+    preprocessed) and ``class_names`` go to the ``.json`` the deployment recipe reads. With ``embed`` the
+    preprocessing goes into the IR too (:func:`embed_preprocessing`): it then takes raw u8 images in
+    ``layout``, and the check feeds it the check images as the u8 pixels they came from."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if batch_size < 1:
@@ -214,6 +264,8 @@ def export_openvino(
         raise ConfigError(f"data_config is for input {data_config.input_size} but the export is at {input_size}")
     if calibration is not None:
         calibration.check_input_size(input_size)
+    if embed and data_config is None:
+        raise ConfigError("embedding the preprocessing needs the model's data_config (mean, std, input size)")
     if precision == "int8" and calibration is None:
         raise DataError(
             "INT8 export needs calibration images: pass calibration=ImageSet (CLI: --data FOLDER --num-samples N). "
@@ -225,14 +277,21 @@ def export_openvino(
     ov_model = to_openvino(model, input_size, batch_size)
     if precision == "int8":
         ov_model = quantize_int8(ov_model, calibration, batch_size, subset_size)
+    preprocessing = None
+    if embed:
+        ov_model, preprocessing = embed_preprocessing(ov_model, data_config, batch_size, layout=layout)
 
     def compare(xml: Path) -> dict[str, Any]:
-        return check_ir(model, xml, precision, _check_inputs(input_size, batch_size, calibration, check_samples),
-                        batch_size)
+        inputs = _check_inputs(input_size, batch_size, calibration, check_samples)
+        if embed:  # the IR sees the pixels: check on inputs that are exactly representable as u8 images
+            inputs = data_config.normalise(torch.from_numpy(raw_images(inputs, data_config, "NCHW")).float() / 255.0)
+        feed = (lambda b: raw_images(b, data_config, layout)) if embed else None
+        return check_ir(model, xml, precision, inputs, batch_size, feed)
 
     xml, stats = write_ir(ov_model, out_dir, name=name, precision=precision, batch_size=batch_size,
                           input_size=input_size, data_config=data_config, class_names=class_names, meta=meta,
-                          check=compare if check else None, compress_to_fp16=precision == "fp16")
+                          check=compare if check else None, compress_to_fp16=precision == "fp16",
+                          preprocessing=preprocessing)
     out_dir = xml.parent
     return ExportResult(out_dir / f"{name}.xml", out_dir / f"{name}.bin", out_dir / f"{name}.json", precision,
                         batch_size, input_size, check, dict(TOLERANCES[precision]) if check else {},

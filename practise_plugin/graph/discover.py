@@ -10,7 +10,9 @@ container) is not a candidate unless ``include_stage_entry=True``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,13 +59,15 @@ def discover_blocks(
     *,
     include_stage_entry: bool = False,
     count_cost: bool = True,
+    forward_fn: Callable[[nn.Module, torch.Tensor], Any] | None = None,
 ) -> list[Block]:
     """Drop candidates of ``model`` in execution order, with MACs and parameters each one removes.
 
+    ``forward_fn(model, x)`` runs the model when ``model(x)`` does not (Torch-Pruning's convention).
     Raises :class:`ModelError` if there is none (the model has no identity-shortcut residual blocks).
     """
     model.eval()
-    trace = trace_forward(model, example_input)
+    trace = trace_forward(model, example_input, fn=forward_fn)
     accepted: list[str] = []
     found: list[Block] = []
     for path, module in model.named_modules():
@@ -94,14 +98,15 @@ def discover_blocks(
         )
     found.sort(key=lambda b: (trace.order[b.path], b.branch or 0))
     if count_cost:
-        found = _with_cost(model, found, example_input[:1])
+        found = _with_cost(model, found, example_input[:1], forward_fn)
     return found
 
 
-def _with_cost(model: nn.Module, blocks: list[Block], x: torch.Tensor) -> list[Block]:
+def _with_cost(model: nn.Module, blocks: list[Block], x: torch.Tensor,
+               forward_fn: Callable[[nn.Module, torch.Tensor], Any] | None = None) -> list[Block]:
     """MACs and parameters each candidate removes, from one counted pass: a whole block's own count, or
     for a residual branch the sum over the child modules only that branch uses."""
-    per_module = module_macs(model, x)
+    per_module = module_macs(model, x, forward_fn)
     out = []
     for b in blocks:
         module = model.get_submodule(b.path)

@@ -8,13 +8,17 @@ so nothing is recounted per candidate (deep transformers used to pay a full coun
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..core.torch_utils import eval_mode
 
 
-def module_macs(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+def module_macs(model: nn.Module, x: torch.Tensor,
+                forward_fn: Callable[[nn.Module, torch.Tensor], Any] | None = None) -> dict[str, int]:
     """MACs of one forward pass per module path ("" is the whole model): FLOPs / 2, in eval mode.
 
     Runs with autograd enabled on purpose: under no_grad, nn.MultiheadAttention takes a fused fast path
@@ -22,7 +26,7 @@ def module_macs(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     from torch.utils.flop_counter import FlopCounterMode
 
     with eval_mode(model), FlopCounterMode(display=False) as fc:
-        model(x)
+        model(x) if forward_fn is None else forward_fn(model, x)
     root = type(model).__name__
     out: dict[str, int] = {}
     for key, ops in fc.get_flop_counts().items():

@@ -24,7 +24,7 @@ import openvino as ov
 import torch
 from torch import nn
 
-from ..core.errors import ConfigError, DataError
+from ..core.errors import ConfigError, DataError, PractiseError
 from ..core.inputs import ImageSet
 from ..core.strategy import CompressionContext
 from ..core.torch_utils import count_params, example_input
@@ -37,7 +37,7 @@ from ..runtime.latency import LatencyMeter
 from ..runtime.openvino import to_openvino
 from ..strategies import build_config, get_strategy
 from . import native
-from .config import Entry, NNCFStyleConfig, RunOptions, load_config
+from .config import Entry, NNCFStyleConfig, RunOptions, check_order, load_config
 
 REPORT_NAME = "report.json"
 CHECK_IMAGES = 64  # images the exported IR is compared with the torch model on
@@ -50,8 +50,10 @@ class CompressionController:
     ``quantization`` / ``weight_compression`` (None when no such entry ran)."""
 
     def __init__(self, config: NNCFStyleConfig, bundle: ModelBundle, model: nn.Module, ov_model: ov.Model | None,
-                 entries: list[dict[str, Any]], check_images: ImageSet | None, class_names: list[str]) -> None:
+                 entries: list[dict[str, Any]], check_images: ImageSet | None, class_names: list[str],
+                 batch: int = 1) -> None:
         self.config = config
+        self.batch = batch
         self.bundle = bundle
         self.model = model
         self.ov_model = ov_model
@@ -77,7 +79,8 @@ class CompressionController:
         """Per-entry results (blocks dropped, sparsity, params, quantization) plus the whole run."""
         return {
             "model": self.bundle.spec, "input_size": list(self.bundle.data_config.input_size),
-            "batch_size": self.config.batch_size, "target_device": self.config.target_device,
+            "batch_size": self.batch, "target_device": self.config.target_device,
+            "not_used": dict(self.config.not_used), "notes": list(self.config.notes),
             "params": {"before": count_params(self.bundle.model), "after": count_params(self.model)},
             "final_model": "openvino" if self.ov_model is not None else "torch", "precision": self.precision,
             "entries": [dict(e) for e in self._entries],
@@ -89,7 +92,7 @@ class CompressionController:
         Before the folder appears the written IR is run and compared with the torch model, with the
         tolerances of ``practise export`` (int8 rules for any low-precision IR). Returns the ``.xml``."""
         size = self.bundle.data_config.input_size
-        batch = self.config.batch_size
+        batch = self.batch
         ov_model = self.ov_model if self.ov_model is not None else to_openvino(self.model, size, batch)
         tolerance = "fp32" if self.precision == "fp32" else "int8"
 
@@ -105,7 +108,7 @@ class CompressionController:
 
     def _inputs_for_check(self) -> torch.Tensor:
         """Real (or synthetic) images when there are some: quantized networks are judged on data."""
-        batch = self.config.batch_size
+        batch = self.batch
         if self._check_images is not None and len(self._check_images) >= batch:
             n = min(CHECK_IMAGES, len(self._check_images))
             return self._check_images.images[: n - n % batch]
@@ -126,22 +129,90 @@ def _bundle(model: nn.Module | str | ModelBundle, config: NNCFStyleConfig) -> Mo
     return bundle
 
 
+NATIVE_CALLS = {"quantization": "nncf.quantize", "magnitude_sparsity": "nncf.prune",
+                "weight_compression": "nncf.compress_weights"}
+
+
+def strategy_params(config: NNCFStyleConfig, entry: Entry) -> dict[str, Any]:
+    """A strategy entry's params, with the config's top-level ``batch_size`` as the default batch."""
+    params = dict(entry.body.get("params") or {})
+    fields = get_strategy(entry.algorithm).config_cls.__dataclass_fields__
+    if config.batch_size is not None and "batch_size" in fields and "batch_size" not in params:
+        params["batch_size"] = config.batch_size
+    return params
+
+
+def answer(config: NNCFStyleConfig, entry: Entry, data: ImageSet | None) -> tuple[dict[str, Any], PractiseError | None]:
+    """What happens to one entry: ``action`` (runs here / delegated to NNCF / refused), the fields that
+    will not be applied (with why) and, when refused, the ``problem`` (it names the entry, the field and
+    the fix), with the error itself. Nothing is run."""
+    out: dict[str, Any] = {"index": entry.index, "where": entry.where, "algorithm": entry.algorithm,
+                           "action": "", "not_applied": {}, "problem": None}
+    try:
+        if entry.index in config.problems:
+            raise config.problems[entry.index]
+        if entry.is_strategy:
+            out["action"] = f"runs here (strategy {entry.algorithm!r})"
+            out["params"] = build_config(entry.algorithm, strategy_params(config, entry)).to_dict()
+            strat = get_strategy(entry.algorithm)
+            if data is None and strat.needs_data:
+                raise DataError(f"{entry.label} needs {'labelled ' if strat.needs_labels else ''}images: pass "
+                                "dataset=FOLDER or an ImageSet (CLI: --data FOLDER)")
+        else:
+            out["action"] = f"delegated to {NATIVE_CALLS[entry.algorithm]} (NNCF 3.x)"
+            out["not_applied"] = native.check(entry)
+    except PractiseError as e:
+        out["action"], out["problem"] = "refused", str(e)
+        return out, e
+    return out, None
+
+
 def preflight(config: NNCFStyleConfig, data: ImageSet | None) -> dict[int, list[str]]:
     """Everything that can be checked without compressing, so a bad last entry fails in seconds, not
     after the first entry's minutes of work: strategy options, data needs, NNCF keys we cannot honour.
     Returns, per entry index, the NNCF 2.x keys that will not be applied (each is warned about once)."""
     not_applied: dict[int, list[str]] = {}
     for entry in config.entries:
-        if entry.is_strategy:
-            build_config(entry.algorithm, entry.body.get("params"))
-            if data is None and get_strategy(entry.algorithm).needs_data:
-                raise DataError(f"{entry.label} needs images: pass dataset=FOLDER or an ImageSet (CLI: --data FOLDER)")
-            continue
-        skipped = native.check(entry)
-        for key, why in skipped.items():
+        ans, error = answer(config, entry, data)
+        if error is not None:
+            raise error
+        for key, why in ans["not_applied"].items():
             warnings.warn(f"{entry.label}: {key!r} is not applied ({why})", UserWarning, stacklevel=3)
-        not_applied[entry.index] = list(skipped)
+        if not entry.is_strategy:
+            not_applied[entry.index] = list(ans["not_applied"])
+    for note in config.notes:
+        warnings.warn(note, UserWarning, stacklevel=3)
     return not_applied
+
+
+def plan(
+    model: nn.Module | str | ModelBundle, config: NNCFStyleConfig | dict[str, Any] | str | Path,
+    dataset: ImageSet | str | Path | None = None, *, num_samples: int | None = None, **run_options: Any,
+) -> dict[str, Any]:
+    """The dry run behind ``practise nncf --check``: read the config and the model and say, entry by entry,
+    what would happen, without compressing or writing anything. ``runnable`` is False when any entry is
+    refused, the order cannot run or the model does not fit the config; each problem names the fix."""
+    cfg = load_config(config, lenient=True)
+    opts = RunOptions.resolve(cfg.run_options, **run_options)
+    problems: list[str] = []
+    try:
+        bundle = _bundle(model, cfg)
+        data = tiny_set_from(dataset, bundle.data_config, num_samples, 0, False)
+        spec, input_size = bundle.spec, list(bundle.data_config.input_size)
+    except PractiseError as e:
+        problems.append(str(e))
+        data, spec, input_size = None, str(getattr(model, "spec", model)), None
+    entries = [answer(cfg, e, data)[0] for e in cfg.entries]
+    if not cfg.problems:
+        try:
+            check_order(cfg.entries)
+        except ConfigError as e:
+            problems.append(str(e))
+    runnable = not problems and all(e["problem"] is None for e in entries)
+    return {"model": spec, "input_size": input_size, "ir_batch": opts.latency_batch_size,
+            "target_device": cfg.target_device, "batch_size": cfg.batch_size, "notes": cfg.notes,
+            "not_used": cfg.not_used, "entries": entries, "problems": problems, "runnable": runnable,
+            "data": None if data is None else {"source": data.source, "images": len(data)}}
 
 
 class _EntryRunner:
@@ -150,6 +221,7 @@ class _EntryRunner:
 
     def __init__(self, config: NNCFStyleConfig, bundle: ModelBundle, data: ImageSet | None, opts: RunOptions) -> None:
         self.config, self.bundle, self.data, self.opts = config, bundle, data, opts
+        self.batch = opts.latency_batch_size  # the IR's static batch: the batch latency is measured at
         self.model: nn.Module = bundle.model
         self.ov_model: ov.Model | None = None
         self.synthetic: ImageSet | None = None
@@ -178,7 +250,7 @@ class _EntryRunner:
     def openvino_model(self) -> ov.Model:
         if self.ov_model is None:
             self.model = self.model.cpu().eval()
-            self.ov_model = to_openvino(self.model, self.bundle.data_config.input_size, self.config.batch_size)
+            self.ov_model = to_openvino(self.model, self.bundle.data_config.input_size, self.batch)
         return self.ov_model
 
     def apply(self, entry: Entry) -> dict[str, Any]:
@@ -189,15 +261,15 @@ class _EntryRunner:
                 self.model, entry, example_input(self.bundle.data_config.input_size, 1).to(self.opts.device))
             return stats
         if entry.algorithm == "quantization":
-            self.ov_model, stats = native.quantize(self.openvino_model(), entry, self.calibration(),
-                                                        self.config.batch_size, self.config.target_device)
+            self.ov_model, stats = native.quantize(self.openvino_model(), entry, self.calibration(), self.batch,
+                                                   self.config.target_device)
             return stats
         self.ov_model, stats = native.compress_weights(self.openvino_model(), entry)
         return stats
 
     def _strategy(self, entry: Entry) -> dict[str, Any]:
         strategy = get_strategy(entry.algorithm)
-        cfg = build_config(entry.algorithm, entry.body.get("params"))
+        cfg = build_config(entry.algorithm, strategy_params(self.config, entry))
         before = count_params(self.model)
         result = strategy.apply(self.model, self.data, cfg, self.context(entry))
         self.model = result.model
@@ -243,7 +315,7 @@ def create_compressed_model(
                         "seconds": round(time.perf_counter() - start, 3), **stats})
     class_names = list(data.class_names) if data is not None else []
     controller = CompressionController(cfg, bundle, run.model, run.ov_model, entries,
-                                       data if data is not None else run.synthetic, class_names)
+                                       data if data is not None else run.synthetic, class_names, run.batch)
     return controller.compressed_model, controller
 
 

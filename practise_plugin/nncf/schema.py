@@ -33,8 +33,11 @@ NATIVE_STAGES: dict[str, str] = {
 
 # NNCF 2.x algorithms that NNCF 3.x removed (or that need a training loop we do not own), and what to use.
 LEGACY_ALTERNATIVES: dict[str, str] = {
-    "filter_pruning": 'use "udfc" (data-free filter pruning) or "swd" (structured pruning with a few images), '
-                      "or Torch-Pruning for other channel-pruning criteria",
+    "filter_pruning": 'NNCF 3.x removed it (with its geometric-median, L1/L2 and learned-ranking criteria); use '
+                      '"practise" to drop whole blocks for a latency target, "udfc" for data-free filter pruning, '
+                      '"swd" for structured pruning while training, or Torch-Pruning for other channel criteria',
+    "binarization": "NNCF 3.x removed binarization (XNOR, DoReFa); for low-bit weights use \"udfc\" with bits (2-8, "
+                    "data-free) or a weight_compression entry (int4/int8 weights)",
     "rb_sparsity": 'use "magnitude_sparsity" (one-shot, via nncf.prune), or nncf.prune(mode='
                    "PruneMode.UNSTRUCTURED_REGULARIZATION_BASED) inside your own training loop",
     "const_sparsity": "it only kept existing zeros during fine-tuning; fine-tune the model as it is, no entry needed",
@@ -96,21 +99,24 @@ def _entries(raw: dict[str, Any]) -> list[Any]:
     return section if isinstance(section, list) else [section] if section is not None else []
 
 
-def _check_algorithm_names(raw: dict[str, Any]) -> None:
-    """Clear errors for legacy and misspelt names, before the schema reports a bare enum mismatch."""
+def _entry_label(raw: dict[str, Any], i: int) -> str:
+    return f"compression[{i}]" if isinstance(raw.get("compression"), list) else "compression"
+
+
+def _algorithm_problem(label: str, entry: dict[str, Any]) -> ConfigError | None:
+    """A clear error for a legacy or misspelt name, before the schema reports a bare enum mismatch."""
+    name = entry.get("algorithm")
+    if not isinstance(name, str):
+        return None
     known = known_algorithms()
-    for i, entry in enumerate(_entries(raw)):
-        if not isinstance(entry, dict) or not isinstance(entry.get("algorithm"), str):
-            continue
-        name = entry["algorithm"]
-        if name in LEGACY_ALTERNATIVES:
-            raise ConfigError(f"compression[{i}]: NNCF algorithm {name!r} is not available with NNCF 3.x or in "
-                              f"practise-plugin; {LEGACY_ALTERNATIVES[name]}")
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"compression[{i}]: unknown algorithm {name!r}{hint}; known algorithms: "
-                              f"{', '.join(known)}")
+    if name in LEGACY_ALTERNATIVES:
+        return ConfigError(f"{label}: NNCF algorithm {name!r} is not available with NNCF 3.x or in "
+                           f"practise-plugin; {LEGACY_ALTERNATIVES[name]}")
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return ConfigError(f"{label}: unknown algorithm {name!r}{hint}; known algorithms: {', '.join(known)}")
+    return None
 
 
 def _where(error: jsonschema.ValidationError) -> str:
@@ -131,15 +137,42 @@ def _message(error: jsonschema.ValidationError) -> tuple[str, str]:
     return _where(error), error.message
 
 
-def validate(raw: Any) -> None:
-    """Raise :class:`ConfigError` naming the offending key if ``raw`` is not a valid config."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"an NNCF-style config must be a JSON object, got {type(raw).__name__}")
+def _schema_error(schema: dict[str, Any], instance: Any, prefix: str = "") -> ConfigError | None:
     import jsonschema
 
-    _check_algorithm_names(raw)
-    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(config_schema()).iter_errors(raw))
-    if error is not None:
-        where, what = _message(error)
-        hint = " (see `practise strategies NAME` for its params)" if ".params" in where else ""
-        raise ConfigError(f"invalid NNCF-style config at {where}: {what}{hint}")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(schema).iter_errors(instance))
+    if error is None:
+        return None
+    where, what = _message(error)
+    if prefix:
+        where = prefix if where == "the top level" else f"{prefix}.{where}" if not where.startswith("[") else prefix + where
+    hint = " (see `practise strategies NAME` for its params)" if ".params" in where else ""
+    return ConfigError(f"invalid NNCF-style config at {where}: {what}{hint}")
+
+
+def validate_top_level(raw: Any) -> None:
+    """Raise :class:`ConfigError` if the config's own keys (not its entries) are malformed."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"an NNCF-style config must be a JSON object, got {type(raw).__name__}")
+    schema = config_schema()
+    top = {**schema, "$defs": {**schema["$defs"], "entry": {"type": "object"}}}
+    if (error := _schema_error(top, raw)) is not None:
+        raise error
+
+
+def entry_problem(raw: dict[str, Any], i: int) -> ConfigError | None:
+    """What is wrong with entry ``i`` of a config whose top level is valid, or None."""
+    entry = _entries(raw)[i]
+    label = _entry_label(raw, i)
+    if isinstance(entry, dict) and (problem := _algorithm_problem(label, entry)) is not None:
+        return problem
+    schema = config_schema()
+    return _schema_error({"$defs": schema["$defs"], "$ref": "#/$defs/entry"}, entry, label)
+
+
+def validate(raw: Any) -> None:
+    """Raise :class:`ConfigError` naming the offending key if ``raw`` is not a valid config."""
+    validate_top_level(raw)
+    for i in range(len(_entries(raw))):
+        if (problem := entry_problem(raw, i)) is not None:
+            raise problem

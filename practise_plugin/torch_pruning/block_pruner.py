@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -75,10 +75,18 @@ class BlockDropPruner:
 
     Blocks are ranked by ``importance / saving`` ascending (PRACTISE's score) when per-block savings are
     known (``latency_table``, or built with ``latency_backend`` when a latency target needs one), else by
-    importance alone. A block containing any module of ``ignored_layers`` (or inside one) is never dropped.
-    ``example_inputs`` is one input batch; candidates are the model's identity-shortcut residual blocks
-    (:func:`~practise_plugin.graph.discover.discover_blocks`). With a latency target the pruner keeps a copy of
-    the model as built, so later steps measure against the original latency.
+    importance alone. A block containing any module (or parameter) of ``ignored_layers`` (or inside one) is
+    never dropped. ``example_inputs`` is one input batch; candidates are the model's identity-shortcut
+    residual blocks (:func:`~practise_plugin.graph.discover.discover_blocks`). With a latency target the
+    pruner keeps a copy of the model as built, so later steps measure against the original latency.
+
+    The rest of ``tp.pruner.BasePruner``'s keywords are accepted, so a Torch-Pruning script keeps its call:
+    ``max_pruning_ratio`` caps the fraction of droppable blocks dropped, ``iterative_pruning_ratio_scheduler``
+    paces the steps, ``forward_fn`` runs the model for discovery, ``ch_sparsity`` is ``pruning_ratio``'s old
+    name, and ``global_pruning`` is always in effect (blocks are ranked across the whole model). Keywords that
+    steer channel pruning (``round_to``, ``channel_groups``, ``num_heads``, ``unwrapped_parameters``, ...)
+    have nothing to act on when whole blocks go: given a value other than Torch-Pruning's default, they are
+    named once in a warning. Build a channel pruner (its dependency graph) after the blocks are gone.
     """
 
     def __init__(
@@ -95,8 +103,24 @@ class BlockDropPruner:
         latency_table: LatencyTable | None = None,
         latency_backend: str = "openvino",
         include_stage_entry: bool = False,
+        global_pruning: bool = True,
+        max_pruning_ratio: float = 1.0,
+        iterative_pruning_ratio_scheduler: Callable[[float, int], list[float]] | None = None,
+        forward_fn: Callable[[nn.Module, torch.Tensor], Any] | None = None,
+        ch_sparsity: float | None = None,
+        **channel_options: Any,
     ) -> None:
         _check_importance(importance)
+        _warn_channel_options(channel_options)
+        if ch_sparsity is not None:
+            if pruning_ratio is not None:
+                raise ConfigError("give pruning_ratio or its old name ch_sparsity, not both")
+            pruning_ratio = ch_sparsity
+        if not 0 < max_pruning_ratio <= 1:
+            raise ConfigError(f"max_pruning_ratio must be in (0, 1], got {max_pruning_ratio}")
+        self.global_pruning = global_pruning
+        self.max_pruning_ratio = max_pruning_ratio
+        self.scheduler = iterative_pruning_ratio_scheduler
         if not isinstance(example_inputs, torch.Tensor):
             raise ConfigError("example_inputs must be one input tensor (batch, C, H, W), as the model takes it")
         given = [n for n, v in (("pruning_ratio", pruning_ratio), ("num_blocks", num_blocks),
@@ -114,9 +138,13 @@ class BlockDropPruner:
         self._branch_originals: dict[str, nn.Module] = {}
 
         with eval_mode(model):
-            found = discover_blocks(model, example_inputs[:1], include_stage_entry=include_stage_entry, count_cost=False)
-        ignored = {id(m) for layer in (ignored_layers or []) for m in _modules_of(layer)}
-        self.ignored = [b.name for b in found if any(id(m) in ignored for m in model.get_submodule(b.path).modules())]
+            found = discover_blocks(model, example_inputs[:1], include_stage_entry=include_stage_entry, count_cost=False,
+                                    forward_fn=forward_fn)
+        self.ignored_layers = [m for layer in (ignored_layers or []) for m in _modules_of(layer)]
+        ignored_params = [p for p in (ignored_layers or []) if isinstance(p, nn.Parameter)]
+        ignored = {id(m) for m in self.ignored_layers} | {id(p) for p in ignored_params}
+        self.ignored = [b.name for b in found if any(id(m) in ignored for m in model.get_submodule(b.path).modules())
+                        or any(id(p) in ignored for p in model.get_submodule(b.path).parameters())]
         self._candidates = [b for b in found if b.name not in self.ignored]
         if not self._candidates:
             raise TargetError(f"every droppable block ({', '.join(self.ignored)}) contains an ignored layer; nothing to drop")
@@ -162,6 +190,13 @@ class BlockDropPruner:
             group.prune()
         return None
 
+    @property
+    def DG(self) -> tp.DependencyGraph:  # noqa: N802 - Torch-Pruning's name
+        """A Torch-Pruning dependency graph of the model as it is now (built on each access: after a drop the
+        old graph would still hold the removed modules)."""
+        with eval_mode(self.model):
+            return tp.DependencyGraph().build_dependency(self.model, example_inputs=self.example_inputs)
+
     def surgery(self) -> list[dict[str, Any]]:
         """The replayable record for :func:`practise_plugin.models.checkpoint.save_compressed` (empty if nothing dropped)."""
         return [{"op": "drop_blocks", "blocks": list(self.dropped)}] if self.dropped else []
@@ -179,7 +214,13 @@ class BlockDropPruner:
         if num_blocks is not None and not 1 <= num_blocks <= n:
             raise TargetError(f"num_blocks={num_blocks} but {n} blocks may be dropped "
                               f"({len(self.ignored)} more are ignored); choose 1..{n}")
+        if num_blocks is not None:
+            num_blocks = min(num_blocks, self._cap())  # Torch-Pruning clips at max_pruning_ratio too
         return num_blocks
+
+    def _cap(self) -> int:
+        """The most blocks max_pruning_ratio lets go (at least one)."""
+        return max(1, math.floor(self.max_pruning_ratio * len(self._candidates)))
 
     def _groups(self) -> Iterator[BlockGroup]:
         if self.current_step > self.iterative_steps:
@@ -197,13 +238,18 @@ class BlockDropPruner:
                               "blocks, or non-finite values; return one finite score per block")
         imp = {b.name: float(v) for b, v in zip(remaining, values)}
         saving = self.latency_table.saved if self.latency_table is not None else {n: 1.0 for n in imp}
-        fraction = self.current_step / self.iterative_steps
+        fraction = (self.scheduler(1.0, self.iterative_steps)[self.current_step] if self.scheduler is not None
+                    else self.current_step / self.iterative_steps)
         entry: dict[str, Any] = {"step": self.current_step, "importance": imp}
         if self.latency_reduction is not None:
             target = self.latency_reduction * fraction
             selection = select_blocks(imp, saving, latency_reduction=target,
                                       measure=lambda names: self._measure(names, target), dropped=self.dropped)
             chosen, scores = selection.blocks, selection.scores
+            if len(self.dropped) + len(chosen) > self._cap():
+                raise TargetError(f"the latency target needs {len(self.dropped) + len(chosen)} blocks, but "
+                                  f"max_pruning_ratio={self.max_pruning_ratio} allows {self._cap()}; raise it or "
+                                  "lower latency_reduction")
             entry["selection"] = selection.to_dict()
         else:
             scores = rank_blocks(imp, saving)[1]
@@ -241,9 +287,32 @@ class BlockDropPruner:
 
 
 def _modules_of(layer: Any) -> list[nn.Module]:
+    if isinstance(layer, nn.Parameter):
+        return []
     if not isinstance(layer, nn.Module):
-        raise ConfigError(f"ignored_layers takes modules (e.g. model.fc, model.layer4); got {type(layer).__name__}")
+        raise ConfigError(f"ignored_layers takes modules or parameters (e.g. model.fc, model.layer4); got "
+                          f"{type(layer).__name__}")
     return list(layer.modules())
+
+
+# Torch-Pruning keywords that steer channel pruning, with their defaults (tp.pruner.BasePruner, 1.6).
+CHANNEL_OPTIONS: dict[str, Any] = {
+    "pruning_ratio_dict": None, "round_to": None, "isomorphic": False, "in_channel_groups": {}, "out_channel_groups": {},
+    "num_heads": {}, "prune_num_heads": False, "prune_head_dims": True, "head_pruning_ratio": 0.0,
+    "head_pruning_ratio_dict": None, "customized_pruners": None, "unwrapped_parameters": None,
+    "root_module_types": None, "output_transform": None, "channel_groups": {}, "ch_sparsity_dict": None,
+}
+
+
+def _warn_channel_options(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - set(CHANNEL_OPTIONS))
+    if unknown:
+        raise ConfigError(f"BlockDropPruner got unexpected keyword(s) {', '.join(unknown)}; it takes "
+                          "tp.pruner.BasePruner's keywords plus num_blocks, latency_reduction and latency_table")
+    given = [k for k, v in options.items() if v is not None and v != CHANNEL_OPTIONS[k]]
+    if given:
+        warnings.warn(f"BlockDropPruner removes whole blocks; {', '.join(sorted(given))} steer channel pruning and "
+                      "are not applied (build a Torch-Pruning channel pruner after the blocks are gone)", stacklevel=3)
 
 
 def _check_importance(importance: Any) -> None:
