@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from conftest import random_model
 
+from conftest import random_model
 from practise_plugin import discover_blocks, find_feature_point
 from practise_plugin.practise.adaptors import Adaptors, StreamAnalysis
 from practise_plugin.surgery.drop import dropped_temporarily

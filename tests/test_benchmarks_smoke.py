@@ -108,3 +108,16 @@ def test_quick_udfc_benchmark(tmp_path, capsys):
     # in the linear regime its closed form is about, UDFC beats no compensation on every layer, and NM overall
     assert all(r["udfc_linear"] < r["prune_linear"] for r in layers)
     assert sum(r["udfc_linear"] for r in layers) < sum(r["nm_linear"] for r in layers)
+
+
+def test_quick_zoo_sweep(tmp_path):
+    """Three models of the sweep, each in a process of its own: candidates, drop, verified IR, one block's latency."""
+    bench = _load("zoo")
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "zoo-quick.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == bench.QUICK
+    for r in rows:
+        assert r["candidates"] > 0 and r["drop_ok"] and r["export_ok"], r
+        lo, hi = r["latency_interval"]
+        assert lo <= r["latency_saved"] <= hi
+    assert "Coverage: 3 of 3" in (tmp_path / "zoo-quick.md").read_text()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.fx as fx
-from conftest import random_model
 
+from conftest import random_model
 from practise_plugin import ModelError, drop_blocks, load_compressed, save_compressed
 from practise_plugin.surgery.drop import DroppedBlock, dropped_temporarily
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_model
 
+from conftest import random_model
 from practise_plugin import ModelError, load_model
 from practise_plugin.models import builtin
 from practise_plugin.runtime.evaluate import top1

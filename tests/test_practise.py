@@ -80,5 +80,5 @@ def test_bad_inputs(teacher, tiny):
     from practise_plugin.models.bundle import ModelBundle
 
     bundle = ModelBundle(plain, teacher.data_config, "module")
-    with pytest.raises(ModelError, match="no droppable block"):
+    with pytest.raises(ModelError, match="no residual add at all"):
         compress(bundle, tiny, "practise", num_blocks=1, **FAST)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import operator
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
@@ -28,8 +28,12 @@ LAYOUT_METHODS = {"permute", "contiguous", "transpose", "relu", "relu_", "float"
 LAYOUT_FUNCS = {torch.permute, torch.transpose}
 SCALE_FUNCS = {operator.mul, torch.mul, operator.imul}
 SCALE_METHODS = {"mul", "mul_"}
+# Methods and functions that only rearrange a tensor's shape: a residual stream may pass them between its adds
+# (timm's Swin reshapes (B, H, W, C) -> (B, HW, C) and back inside a block).
+SHAPE_METHODS = {"reshape", "view", "flatten", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "contiguous"}
+SHAPE_FUNCS = {torch.reshape, torch.flatten, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze}
 IDENTITY_CLASS_NAMES = {"DropPath", "StochasticDepth", "Identity", "DropBlock2d"}
-SCALE_CLASS_NAMES = {"LayerScale", "LayerScale2d"}
+SCALE_CLASS_NAMES = {"LayerScale", "LayerScale2d", "Scale"}
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Mish, nn.Sigmoid, nn.Tanh)
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
@@ -41,24 +45,28 @@ class _ShallowTracer(fx.Tracer):
         return True
 
 
-_GRAPHS: weakref.WeakKeyDictionary[nn.Module, fx.Graph | None] = weakref.WeakKeyDictionary()
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, ...], fx.Graph | None]] = weakref.WeakKeyDictionary()
 
 
-def shallow_graph(module: nn.Module) -> fx.Graph | None:
+def shallow_graph(module: nn.Module, none_args: tuple[str, ...] = ()) -> fx.Graph | None:
     """The module's forward as an fx graph with children as leaves, or None if it cannot be traced.
 
-    Cached per module object (weakly, so models can still be freed)."""
-    if module not in _GRAPHS:
+    ``none_args`` names optional arguments the model calls the module without (or with None): they are
+    traced as None, so ``forward(x, shortcut=None)`` reads as it runs (``if shortcut is None: shortcut = x``).
+    Cached per module object (weakly, so models can still be freed) and set of None arguments."""
+    cache = _GRAPHS.setdefault(module, {})
+    if none_args not in cache:
         try:
-            _GRAPHS[module] = _ShallowTracer().trace(module)
+            cache[none_args] = _ShallowTracer().trace(module, concrete_args=dict.fromkeys(none_args))
         except Exception:  # noqa: BLE001 - untraceable forwards simply have no readable structure
-            _GRAPHS[module] = None
-    return _GRAPHS[module]
+            cache[none_args] = None
+    return cache[none_args]
 
 
 def is_identity_module(m: nn.Module) -> bool:
-    """Modules that return their input in eval mode (identity, dropout, drop-path)."""
-    return isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d)) or type(m).__name__ in IDENTITY_CLASS_NAMES
+    """Modules that return their input in eval mode (identity, dropout, drop-path, an empty Sequential)."""
+    return (isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d)) or type(m).__name__ in IDENTITY_CLASS_NAMES
+            or (type(m) is nn.Sequential and len(m) == 0))
 
 
 def is_pass_through_module(m: nn.Module) -> bool:
@@ -144,25 +152,80 @@ def output_relu(module: nn.Module) -> str | None:
 
 @dataclass
 class ResidualChain:
-    """The residual adds of a module's forward, in order: x -> add_0 -> add_1 -> ... -> output.
+    """The residual adds that produce a module's output, in forward order: root -> add_0 -> add_1 -> ... -> output.
 
-    ``adds[k]`` has operands (stream, branch): ``stream`` is the input x (k = 0) or ``adds[k-1]``;
-    ``branches[k]`` is the node of the k-th residual branch.
+    ``adds[k]`` has operands (stream, branch), and the branch reads the stream: it is ``s + f(s)``, not the
+    sum of two independent paths (a ResNet block with a projected shortcut is not a chain). ``root`` is
+    where the chain starts; ``identity`` says it is the module's own input reached through no-ops only, so
+    dropping the whole module leaves its input (otherwise only single branches are droppable). ``scaled[k]``
+    says add k's stream passes a per-channel scale first (``res_scale * x + f(x)``): dropping that branch
+    leaves the scale.
     """
 
     graph: fx.Graph
     placeholder: fx.Node
     adds: list[fx.Node]
     branches: list[fx.Node]
+    root: fx.Node | None = None
+    identity: bool = True
+    scaled: list[bool] = field(default_factory=list)
+
+    @property
+    def whole(self) -> bool:
+        """The module itself is a drop candidate (one add, identity shortcut); else its branches are."""
+        return self.identity and len(self.adds) == 1 and not any(self.scaled)
 
 
 def modules_by_target(module: nn.Module) -> dict[str, nn.Module]:
     return dict(module.named_modules())
 
 
-def residual_chain(module: nn.Module) -> ResidualChain | None:
-    """The chain of identity-shortcut residual adds that produces the module's output, if any."""
-    graph = shallow_graph(module)
+def _is_shape_op(n: fx.Node) -> bool:
+    return (n.op == "call_method" and n.target in SHAPE_METHODS) or (n.op == "call_function" and n.target in SHAPE_FUNCS)
+
+
+def _is_scale(n: fx.Node, mods: dict[str, nn.Module]) -> fx.Node | None:
+    """The input of a per-channel scale (a scale module, or a product with a parameter), else None."""
+    if n.op == "call_module" and type(mods.get(n.target)).__name__ in SCALE_CLASS_NAMES:
+        return n.args[0] if n.args and isinstance(n.args[0], fx.Node) else None
+    if (n.op == "call_function" and n.target in SCALE_FUNCS) or (n.op == "call_method" and n.target in SCALE_METHODS):
+        a, b = n.args[0], n.args[1]
+        if isinstance(a, fx.Node) and _is_param_derived(b):
+            return a
+        if isinstance(b, fx.Node) and _is_param_derived(a):
+            return b
+    return None
+
+
+def _strip(n: object, mods: dict[str, nn.Module], *, activations: bool) -> object:
+    """Skip no-ops, shape rearrangements and (with ``activations``) activations ending at ``n``."""
+    while isinstance(n, fx.Node) and n.args:
+        if n.op == "call_module" and is_identity_module(mods.get(n.target, nn.Module())):
+            n = n.args[0]
+        elif _is_shape_op(n) and isinstance(n.args[0], fx.Node):
+            n = n.args[0]
+        elif activations and strip_activation(n, mods) is not n:
+            n = strip_activation(n, mods)
+        else:
+            break
+    return n
+
+
+def _ancestors(n: fx.Node) -> set[fx.Node]:
+    seen, stack = set(), [n]
+    while stack:
+        for m in stack.pop().all_input_nodes:
+            if m not in seen:
+                seen.add(m)
+                stack.append(m)
+    return seen
+
+
+def residual_chain(module: nn.Module, none_args: tuple[str, ...] = ()) -> ResidualChain | None:
+    """The chain of residual adds ``s + f(s)`` that produces the module's output, if any (see
+    :class:`ResidualChain`): read back from the output through no-ops, shape rearrangements and
+    activations, each add's stream found as the operand the other one reads."""
+    graph = shallow_graph(module, none_args)
     if graph is None:
         return None
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
@@ -171,31 +234,34 @@ def residual_chain(module: nn.Module) -> ResidualChain | None:
         return None
     mods = modules_by_target(module)
     x = placeholders[0]
-    node = strip_activation(outputs[0].args[0], mods)
+    node = _strip(outputs[0].args[0], mods, activations=True)
     adds: list[fx.Node] = []
     branches: list[fx.Node] = []
-    while isinstance(node, fx.Node) and is_add(node) and len(node.args) >= 2:
-        a, b = (skip_identity(v, mods) for v in node.args[:2])
-        if a is x or (isinstance(a, fx.Node) and is_add(a)):
-            stream, branch = a, node.args[1]
-        elif b is x or (isinstance(b, fx.Node) and is_add(b)):
-            stream, branch = b, node.args[0]
+    scaled: list[bool] = []
+    while isinstance(node, fx.Node) and is_add(node) and len(node.args) >= 2 and all(
+            isinstance(v, fx.Node) for v in node.args[:2]):
+        for stream, branch in ((node.args[0], node.args[1]), (node.args[1], node.args[0])):
+            root = _strip(stream, mods, activations=False)
+            scale_input = _is_scale(root, mods) if isinstance(root, fx.Node) else None
+            if scale_input is not None:
+                root = _strip(scale_input, mods, activations=False)
+            if isinstance(root, fx.Node) and root in _ancestors(branch) and _strip(branch, mods, activations=False) is not root:
+                adds.insert(0, node)
+                branches.insert(0, branch)
+                scaled.insert(0, scale_input is not None)
+                node = root if scale_input is not None else _strip(stream, mods, activations=True)
+                break
         else:
-            return None
-        if not isinstance(branch, fx.Node) or skip_identity(branch, mods) is x:
-            return None
-        adds.insert(0, node)
-        branches.insert(0, branch)
-        node = strip_activation(stream, mods) if stream is not x else stream
-        if node is x:
-            return ResidualChain(graph, x, adds, branches)
-    return None
+            break
+    if not adds:
+        return None
+    return ResidualChain(graph, x, adds, branches, node, node is x, scaled)
 
 
-def branch_modules(module: nn.Module, k: int) -> list[str]:
+def branch_modules(module: nn.Module, k: int, none_args: tuple[str, ...] = ()) -> list[str]:
     """Targets (relative to ``module``) of the child modules that only residual branch ``k`` uses: what
     removing that branch takes out, found by rewriting a copy of the graph as the drop does."""
-    chain = residual_chain(module)
+    chain = residual_chain(module, none_args)
     if chain is None or not 0 <= k < len(chain.adds):
         return []
     graph = copy.deepcopy(chain.graph)

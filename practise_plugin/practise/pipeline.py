@@ -15,7 +15,8 @@ from ..core.inputs import ImageSet
 from ..core.strategy import CompressionContext, CompressionResult, StrategyConfig
 from ..data.synthetic import SynthesisConfig, synthesize
 from ..graph.discover import discover_blocks
-from ..graph.features import FeaturePoint, collect_features, feature_mse, find_feature_point
+from ..graph.features import FeaturePoint, collect_features, feature_fn, feature_mse, find_feature_point
+from ..graph.trace import trace_forward
 from ..surgery.drop import drop_blocks
 from .config import PractiseConfig
 from .recoverability import RecoverabilityScorer
@@ -41,7 +42,8 @@ def run(model: nn.Module, data: ImageSet | None, config: StrategyConfig, ctx: Co
     example = data.images[:1].to(ctx.device)
     with stage("discover"):
         candidates = discover_blocks(teacher, example, include_stage_entry=cfg.include_stage_entry)
-        point = find_feature_point(teacher, example)
+        point = find_feature_point(teacher, example, cfg.feature_point)
+        _check_visible(teacher, point, example, candidates)
     by_name = {b.name: b for b in candidates}
 
     def measure(names: list[str]):  # noqa: ANN202 - the meter's Reduction (value, low, high)
@@ -65,6 +67,11 @@ def run(model: nn.Module, data: ImageSet | None, config: StrategyConfig, ctx: Co
     else:
         with stage("score"):
             scores = scorer.score(candidates, progress=ctx.progress)
+        invisible = [r.block for r in scores if r.mse_dropped == 0.0]
+        if invisible:
+            raise ModelError(f"dropping {', '.join(invisible)} leaves the features at {point.describe()} exactly as "
+                             "they are, so recoverability cannot rank them; choose a feature point they feed "
+                             "(feature_point=PATH, --feature-point PATH)")
         with stage("latency_table"):
             table = meter.block_table(teacher, list(by_name), macs={b.name: b.macs for b in candidates},
                                       progress=ctx.progress)
@@ -99,6 +106,16 @@ def run(model: nn.Module, data: ImageSet | None, config: StrategyConfig, ctx: Co
         stats["recovery"] = log.to_dict()
     stats["feature_mse"]["recovered"] = _mse(student, point, data, targets, cfg.batch_size, ctx.device)
     return CompressionResult(student.eval(), "practise", cfg.to_dict(), [{"op": "drop_blocks", "blocks": chosen}], stats)
+
+
+def _check_visible(model: nn.Module, point: FeaturePoint, x: torch.Tensor, candidates: list) -> None:
+    """Every candidate must run before the features are taken, or its removal would go unseen (R = 0)."""
+    ran = trace_forward(model, x, fn=lambda m, inp: feature_fn(m, point)(inp)).order
+    after = [b.name for b in candidates if b.path not in ran]
+    if after:
+        raise ModelError(f"{', '.join(after)} run after the feature point ({point.describe()}): their removal would "
+                         "not change the features recoverability is measured on. Name a later point with "
+                         "feature_point=PATH (--feature-point PATH), or 'output'")
 
 
 def _mse(model: nn.Module, point: FeaturePoint, data: ImageSet, targets: torch.Tensor, batch_size: int,
