@@ -97,6 +97,28 @@ def test_quick_swd_benchmark(tmp_path):
     assert "prune + fine-tune" in (tmp_path / "swd_quick.md").read_text()
 
 
+def test_quick_swd_from_scratch_benchmark(tmp_path):
+    threads = torch.get_num_threads()
+    bench = _load("swd_scratch")
+    try:
+        assert bench.main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+        folder = tmp_path / "swd_scratch_quick"
+        cells = json.loads((folder / "swd_scratch_quick.json").read_text())["cells"]
+        assert {(c["model"], c["method"]) for c in cells} == {(m, k) for m in ("lenet5", "convbn") for k in ("swd", "baseline")}
+        for c in cells:
+            assert 0.0 <= c["top1"] <= 1.0 and c["epochs"] == 2
+            assert c["kept_fraction"] < (0.002 if c["mode"] == "unstructured" else 0.05)  # the extreme targets
+        swd = [c for c in cells if c["method"] == "swd"]
+        assert all(len(c["outside_norm"]) == 2 and len(c["a"]) == 2 and c["a"][1] > c["a"][0] for c in swd)
+        assert "prune + fine-tune" in (folder / "swd_scratch_quick.md").read_text()
+        assert (folder / "swd_scratch_quick.png").read_bytes()[:4] == b"\x89PNG"
+        done = sorted(p.name for p in (folder / "cells").iterdir())
+        assert bench.main(["--quick", "--out", str(tmp_path), "--no-progress"]) == 0  # finished cells are kept
+        assert sorted(p.name for p in (folder / "cells").iterdir()) == done
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_quick_udfc_benchmark(tmp_path, capsys):
     assert _load("udfc").main(["--quick", "--threads", str(torch.get_num_threads()), "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "udfc.json").read_text())

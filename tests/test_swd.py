@@ -27,6 +27,7 @@ from practise_plugin.swd.masks import ChannelCriterion, MagnitudeCriterion
 from practise_plugin.swd.prune import hard_prune
 from practise_plugin.swd.regularizer import SWDRegularizer, swd_strength
 from practise_plugin.swd.strategy import magnitude_prune_finetune
+from practise_plugin.swd.train import make_schedule
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)
 
@@ -66,6 +67,16 @@ def test_strength_schedule_is_the_papers_geometric_ramp():
     assert values[30] == pytest.approx(math.sqrt(0.1 * 1e5), rel=1e-12)  # geometric mean at T/2
     assert reg.a(17) == pytest.approx(0.1 * (1e5 / 0.1) ** (17 / 60), rel=1e-12)
     assert swd_strength(17, 60, 0.1, 1e5) == reg.a(17)
+
+
+def test_warmup_rises_linearly_then_the_milestones_decay():
+    config = SWDConfig(epochs=4, batch_size=10, lr=0.1, lr_milestones=(0.5,), warmup_epochs=1.5)
+    schedule = make_schedule(100, config)  # 10 steps per epoch, 40 in all, 15 of warm-up
+    lrs = [schedule.lr_at(t) for t in range(schedule.total_steps)]
+    assert schedule.warmup_steps == 15
+    assert lrs[:15] == pytest.approx([0.1 * (t + 1) / 15 for t in range(15)])
+    assert lrs[15:20] == pytest.approx([0.1] * 5) and lrs[20:] == pytest.approx([0.01] * 20)
+    assert make_schedule(100, SWDConfig(epochs=4, batch_size=10)).lr_at(0) == 0.01  # off by default
 
 
 @pytest.mark.parametrize("target", [0.5, 0.99])
@@ -251,6 +262,7 @@ def test_missing_labels_is_a_data_error(teacher, images):
     {"target": 1.0}, {"target": 0}, {"a_min": 0}, {"a_min": 10, "a_max": 1}, {"mu": 0}, {"epochs": 0},
     {"steps": 0}, {"lr": -0.1}, {"momentum": 1.0}, {"batch_size": 0}, {"lr_milestones": [0.6, 0.3]},
     {"lr_milestones": [1.5]}, {"lr_gamma": 0}, {"finetune_epochs": -1}, {"checkpoint_every": -5},
+    {"warmup_epochs": -1},
     {"mode": "sideways"}, {"target": "lots"},
     {"lr": 0.1, "lr_milestones": [], "a_max": 1e5},  # lr * mu * a_max = 5 > 3.8: the decay would diverge
 ])

@@ -48,6 +48,21 @@ def test_every_identity_shortcut_is_found_and_drops_cleanly(spec, count, name, w
     assert abs(got - expected.numpy()).max() <= 1e-3 * abs(expected).max()
 
 
+def test_a_model_caching_tensors_made_from_its_weights_is_copied_and_dropped():
+    # EfficientFormer-V2 keeps its attention biases in a dict after an eval forward; they are not graph
+    # leaves, so a plain deepcopy (the first step of every drop) raised instead of copying
+    bundle = random_model("timm:efficientformerv2_s0")
+    x = bundle.example_input()
+    bundle.model(x)  # with autograd on, as a user's own evaluation would run it
+    cached = [v for m in bundle.model.modules() for v in getattr(m, "attention_bias_cache", {}).values()]
+    assert cached and all(t.grad_fn is not None for t in cached)
+    blocks = discover_blocks(bundle.model, x, count_cost=False)
+    student = drop_blocks(bundle.model, [blocks[-1].name])
+    with torch.no_grad():
+        assert student(x).shape == bundle.model(x).shape
+        assert not torch.equal(student(x), bundle.model(x))
+
+
 def test_a_model_without_identity_shortcuts_is_told_what_it_has():
     bundle = random_model("timm:resnest14d")  # one block per stage, each with a projected shortcut
     with pytest.raises(ModelError, match="residual adds .* projected or reshaped shortcut"):

@@ -1,5 +1,5 @@
 """Small torch helpers every layer uses: eval mode and thread counts held for a block, the seeded example
-input, parameter counts, the first tensor of a model's output.
+input, model copies, parameter counts, the first tensor of a model's output.
 
 Why it exists: each of these was written several times (parameter counting five times, the seeded input
 twice); one definition keeps their behaviour identical, e.g. every backend times the same input tensor.
@@ -8,6 +8,7 @@ twice); one definition keeps their behaviour identical, e.g. every backend times
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -43,6 +44,26 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
 def example_input(input_size: Sequence[int], batch_size: int = 1, seed: int = 0) -> torch.Tensor:
     """The fixed, seeded input that tracing, MAC counting and every latency backend use."""
     return torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(seed))
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model``, even one holding tensors computed from its parameters.
+
+    Why: models cache tensors derived from their weights in eval mode (timm's EfficientFormer keeps its
+    attention biases in a dict after the first forward); such a tensor is not a graph leaf and
+    ``copy.deepcopy`` refuses it. The copy gets detached clones of those caches (the model recomputes or
+    reuses them; their values are the same) and plain deep copies of everything else.
+    """
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for name, value in vars(module).items():
+            if name in ("_parameters", "_buffers", "_modules"):
+                continue
+            held = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            for t in held:
+                if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                    memo[id(t)] = t.detach().clone()
+    return copy.deepcopy(model, memo)
 
 
 def count_params(model: nn.Module) -> int:

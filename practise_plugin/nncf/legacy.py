@@ -17,7 +17,6 @@ Written against the NNCF 2.14.0 sources (``nncf/torch/algo_selector.py``, ``comp
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from torch import nn
@@ -25,6 +24,7 @@ from torch import nn
 from ..core.errors import ConfigError, PractiseError
 from ..core.inputs import DataConfig, ImageSet
 from ..core.strategy import CompressionContext
+from ..core.torch_utils import copy_model
 from ..runtime.latency import LatencyMeter
 from ..strategies import build_config, get_strategy, list_strategies
 from ..surgery.log import replay_surgery
@@ -66,7 +66,7 @@ def _plain_copy(network: nn.Module) -> nn.Module:
     """A plain torch copy of an NNCFNetwork: original class, torch modules instead of NNCF modules."""
     from nncf.torch.layer_utils import _NNCFModuleMixin
 
-    plain = copy.deepcopy(network)
+    plain = copy_model(network)
     plain.__class__ = network.nncf._original_class
     del plain._modules["_nncf"]
     for name, module in list(plain.named_modules()):

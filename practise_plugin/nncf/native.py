@@ -15,7 +15,6 @@ anything runs. No algorithm lives here.
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from typing import Any
 
@@ -26,6 +25,7 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from ..core.inputs import ImageSet
+from ..core.torch_utils import copy_model
 from ..export.ir import calibration_batches
 from .config import Entry
 
@@ -131,7 +131,7 @@ def _weighted_torch_nodes(model: nn.Module, example: torch.Tensor) -> list[str]:
     from nncf.torch.function_hook.pruning.prune_model import OPERATORS_WITH_WEIGHTS_METATYPES
     from nncf.torch.function_hook.wrapper import wrap_model
 
-    graph = build_nncf_graph(wrap_model(copy.deepcopy(model)), example)
+    graph = build_nncf_graph(wrap_model(copy_model(model)), example)
     return [n.node_name for n in graph.get_nodes_by_metatypes(OPERATORS_WITH_WEIGHTS_METATYPES)]
 
 
@@ -203,14 +203,14 @@ def magnitude_sparsity(model: nn.Module, entry: Entry, example: torch.Tensor) ->
     level = sparsity_level(entry)
     setting = entry.body.get("params", {}).get("sparsity_level_setting_mode", "global")
     mode = nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_GLOBAL if setting == "global" else nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_LOCAL
-    wrapped = copy.deepcopy(model).eval()
+    wrapped = copy_model(model).eval()
     try:
         wrapped = nncf.prune(wrapped, mode=mode, ratio=level, ignored_scope=ignored_scope(entry.body.get("ignored_scopes")),
                              examples_inputs=example)
     except nncf.ValidationError as e:
         raise _scope_error(entry, e, _weighted_torch_nodes(model, example)) from e
     reported = nncf.pruning_statistic(wrapped)
-    pruned = copy.deepcopy(model).eval()
+    pruned = copy_model(model).eval()
     zeros = total = 0
     with torch.no_grad():
         for hook_name, hook in get_hook_storage(wrapped).named_hooks():

@@ -19,7 +19,6 @@ between teacher and student (B dropped, adaptors fitted). Two ways to fit the ad
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass
 
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from ..core.errors import ConfigError, TrainingError
 from ..core.inputs import ImageSet
+from ..core.torch_utils import copy_model
 from ..graph.discover import Block
 from ..graph.features import FeaturePoint, capture, collect_features, feature_fn, find_feature_point
 from ..graph.structure import output_relu
@@ -120,7 +120,7 @@ class RecoverabilityScorer:
         self.images = data.images
         example = self.images[:1].to(device)
         self.point = point or find_feature_point(teacher, example)
-        self.work = copy.deepcopy(teacher).eval().to(device)
+        self.work = copy_model(teacher).eval().to(device)
         for p in self.work.parameters():
             p.requires_grad_(False)
         self.analysis = StreamAnalysis(self.work, example, self.point)

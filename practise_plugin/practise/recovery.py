@@ -9,7 +9,6 @@ checkpoint every N steps (atomically) and resume after an interruption; a NaN lo
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from ..core.errors import ConfigError, DataError, TrainingError
 from ..core.inputs import ImageSet
 from ..core.resume import TrainState
+from ..core.torch_utils import copy_model
 from ..graph.features import FeaturePoint, collect_features, feature_fn, find_feature_point
 
 RECOVERY_METHODS = ("mimic", "bp", "kd")
@@ -103,7 +103,7 @@ def recover(
     if cfg.method == "bp" and not data.has_labels:
         raise DataError("recovery by cross-entropy ('bp') needs labelled images; use 'mimic' for unlabelled ones")
     t0 = time.perf_counter()
-    student = copy.deepcopy(student).to(device)
+    student = copy_model(student).to(device)
     teacher = teacher.eval().to(device)
     for p in student.parameters():
         p.requires_grad_(True)

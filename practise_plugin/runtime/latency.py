@@ -21,7 +21,6 @@ Backends: ``openvino`` (the deployment runtime, CPU, latency hint, one stream), 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
@@ -40,7 +39,7 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from ..core.files import atomic_write_json
-from ..core.torch_utils import eval_mode, example_input, model_device, torch_threads
+from ..core.torch_utils import copy_model, eval_mode, example_input, model_device, torch_threads
 from ..graph.discover import Block
 from ..graph.macs import count_macs
 from ..surgery.drop import drop_blocks
@@ -433,7 +432,7 @@ def timing_session(backend: str, device: str, num_threads: int | None) -> Iterat
             stack.enter_context(_cudnn_benchmark())
 
             def prepare(model: nn.Module, x: torch.Tensor) -> Runner:
-                return CudaRunner(copy.deepcopy(model).to(device), x.to(device))
+                return CudaRunner(copy_model(model).to(device), x.to(device))
         else:
             raise ConfigError(f"backend {backend!r} is not timed; valid timed backends: openvino, torch, cuda")
         yield prepare

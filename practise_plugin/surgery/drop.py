@@ -17,6 +17,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..core.errors import ModelError
+from ..core.torch_utils import copy_model
 from ..graph.discover import Block, parse_block_name
 from ..graph.structure import residual_chain
 
@@ -95,7 +96,7 @@ def _apply(model: nn.Module, names: list[str]) -> list[tuple[str, nn.Module]]:
 
 def drop_blocks(model: nn.Module, blocks: Sequence[Block | str], *, inplace: bool = False) -> nn.Module:
     """A model without ``blocks`` (``Block`` objects or names such as ``"layer2.1"``, ``"blocks.3#0"``)."""
-    student = model if inplace else copy.deepcopy(model)
+    student = model if inplace else copy_model(model)
     _apply(student, _names(blocks))
     return student
 

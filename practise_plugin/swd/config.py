@@ -39,6 +39,10 @@ class SWDConfig(StrategyConfig):
         "over hundreds of epochs; our default keeps lr constant: in a run of a few epochs the x0.1 steps leave "
         "a(t) large only when lr is too small to adapt, 51% vs 88% top-1 in benchmarks/swd.py, structured)")
     lr_gamma: float = option(0.1, "learning-rate factor at each milestone (paper: 0.1)")
+    warmup_epochs: float = option(
+        0.0, "epochs over which the learning rate rises linearly from lr/steps to lr (paper: none; a network "
+        "without BatchNorm trained from scratch at lr 0.1, momentum 0.9 can blow up in its first batches: "
+        "LeNet-5 on Fashion-MNIST hit NaN at step 34 in benchmarks/swd_scratch.py, one epoch of warm-up fixes it)")
     finetune_epochs: int = option(0, "epochs of plain fine-tuning after the hard prune (paper setting: 0)")
     checkpoint_every: int = option(200, "write a resumable checkpoint to the work dir every N steps (0: never)")
 
@@ -57,6 +61,7 @@ class SWDConfig(StrategyConfig):
         _check(all(0.0 < m < 1.0 for m in ms) and list(ms) == sorted(set(ms)),
                f"lr_milestones must be increasing fractions in (0, 1), e.g. 0.333,0.667; got {ms}")
         _check(0.0 < self.lr_gamma <= 1.0, f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        _check(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0 (0: no warm-up), got {self.warmup_epochs}")
         _check(self.finetune_epochs >= 0, f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
         _check(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0 (0 disables), got {self.checkpoint_every}")
         self._check_stability()

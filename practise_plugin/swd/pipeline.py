@@ -11,7 +11,6 @@ measurements) makes that equality structural rather than a promise kept by two c
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from ..core.inputs import ImageSet
+from ..core.torch_utils import copy_model
 from .config import SWDConfig
 from .masks import make_criterion
 from .prune import hard_prune, param_stats, removed_norm_fraction
@@ -42,7 +42,7 @@ def run_swd(
     what = "SWD" if with_swd else "prune+fine-tune"
     data = labelled(data, what)
     data.check_input_size(input_size)
-    student = copy.deepcopy(model).to(device)
+    student = copy_model(model).to(device)
     example = torch.zeros(1, *input_size, device=device)
     before = param_stats(student)
     schedule = make_schedule(len(data), config)

@@ -23,6 +23,7 @@ from ..core.errors import DataError, TrainingError
 from ..core.inputs import ImageSet
 from ..core.resume import TrainState
 from .config import SWDConfig
+from .prune import removed_norm_fraction
 from .regularizer import SWDRegularizer
 
 
@@ -36,11 +37,13 @@ class Schedule:
     lr: float
     milestones: tuple[float, ...]
     gamma: float
+    warmup_steps: int = 0
 
     def lr_at(self, step: int) -> float:
-        """Step decay: lr * gamma ** (number of milestones, as fractions of the run, already passed)."""
+        """Linear warm-up over ``warmup_steps``, then step decay: lr * gamma ** (milestones already passed)."""
         passed = sum(step >= m * self.total_steps for m in self.milestones)
-        return self.lr * self.gamma ** passed
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        return self.lr * warm * self.gamma ** passed
 
 
 def make_schedule(num_images: int, config: SWDConfig, epochs: int | None = None) -> Schedule:
@@ -51,7 +54,8 @@ def make_schedule(num_images: int, config: SWDConfig, epochs: int | None = None)
         total = config.steps
     else:
         total = (config.epochs if epochs is None else epochs) * per_epoch
-    return Schedule(total, per_epoch, batch, config.lr, tuple(config.lr_milestones), config.lr_gamma)
+    warmup = min(total, round(config.warmup_epochs * per_epoch))
+    return Schedule(total, per_epoch, batch, config.lr, tuple(config.lr_milestones), config.lr_gamma, warmup)
 
 
 def labelled(data: ImageSet | None, what: str) -> ImageSet:
@@ -148,6 +152,9 @@ def train(
                 history.append({
                     "epoch": epoch + 1, "loss": run["loss"] / run["steps"], "penalty": run["penalty"] / run["steps"],
                     "train_acc": run["correct"] / run["seen"], "a": run["a"], "kept_fraction": run["kept"], "lr": lr,
+                    # how much of the decayed weights' norm the mask would still cut now: SWD drives it to ~0
+                    "outside_norm": (removed_norm_fraction(regularizer.params, regularizer.masks())
+                                     if regularizer is not None else float("nan")),
                 })
                 run = _fresh_running()
             done = step + 1

@@ -11,7 +11,6 @@ Torch-Pruning pruner (its dependency graph) *after* the blocks are gone.
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +21,7 @@ import torch_pruning as tp
 from torch import nn
 
 from ..core.errors import ConfigError, TargetError
-from ..core.torch_utils import eval_mode
+from ..core.torch_utils import copy_model, eval_mode
 from ..graph.discover import Block, discover_blocks, parse_block_name
 from ..practise.selection import rank_blocks, select_blocks
 from ..runtime.latency import LatencyMeter, LatencyTable, Reduction, block_latency_table
@@ -160,7 +159,7 @@ class BlockDropPruner:
                     self.latency_table = block_latency_table(model, [b.name for b in self._candidates],
                                                              tuple(example_inputs.shape[1:]), latency_backend,
                                                              progress=False)
-            self._reference = copy.deepcopy(model).eval()
+            self._reference = copy_model(model).eval()
         if self.latency_table is not None:
             missing = [b.name for b in self._candidates if b.name not in self.latency_table.saved]
             if missing:

@@ -10,7 +10,6 @@ every quantizer sees exactly the weights that survive.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.torch_utils import count_params
+from ..core.torch_utils import copy_model, count_params
 from ..surgery.channel_removal import remove_channels
 from .chains import LayerInfo, analyse
 from .compensate import (
@@ -110,7 +109,7 @@ def run_pass(
 ) -> tuple[nn.Module, list[dict[str, Any]], PassReport]:
     """Return ``(compressed copy, surgery records, report)``; ``model`` is left untouched."""
     t0 = time.perf_counter()
-    model = copy.deepcopy(model).eval()
+    model = copy_model(model).eval()
     report = PassReport(params_before=count_params(model))
     layers = analyse(model, example_input)  # Torch-Pruning traces autograd: no torch.no_grad() here
     t1 = time.perf_counter()
