@@ -127,28 +127,39 @@ def capture(model: nn.Module, path: str, fn: Callable[[torch.Tensor], object], x
             output: bool = True) -> torch.Tensor:
     """The output (or first input) of module ``path`` when ``fn(x)`` runs ``model``; the forward stops
     right there, so nothing after that module is computed."""
-    box: list[torch.Tensor] = []
+    return capture_many(model, [path], fn, x, output=output)[0]
+
+
+def capture_many(model: nn.Module, paths: list[str], fn: Callable[[torch.Tensor], object], x: torch.Tensor, *,
+                 output: bool = True) -> list[torch.Tensor]:
+    """The outputs (or first inputs) of the modules ``paths``, from one forward that stops once all have run."""
+    got: dict[int, torch.Tensor] = {}
     stop = _Stop()
 
-    def keep(value: torch.Tensor) -> None:
-        box.append(value)
-        raise stop
+    def keep(i: int, value: torch.Tensor) -> None:
+        got.setdefault(i, value)
+        if len(got) == len(paths):
+            raise stop
 
-    module = model.get_submodule(path)
-    if output:
-        h = module.register_forward_hook(lambda mod, args, out: keep(out))
-    else:
-        h = module.register_forward_pre_hook(lambda mod, args: keep(args[0]))
+    handles = []
+    for i, path in enumerate(paths):
+        module = model.get_submodule(path)
+        if output:
+            handles.append(module.register_forward_hook(lambda mod, args, out, i=i: keep(i, out)))
+        else:
+            handles.append(module.register_forward_pre_hook(lambda mod, args, i=i: keep(i, args[0])))
     try:
         fn(x)
     except _Stop as e:
         if e is not stop:
             raise
     finally:
-        h.remove()
-    if not box:
-        raise ModelError(f"{path} did not run in the forward pass of {type(model).__name__}")
-    return box[0]
+        for h in handles:
+            h.remove()
+    if len(got) != len(paths):
+        lost = [p for i, p in enumerate(paths) if i not in got]
+        raise ModelError(f"{', '.join(lost)} did not run in the forward pass of {type(model).__name__}")
+    return [got[i] for i in range(len(paths))]
 
 
 def feature_fn(model: nn.Module, point: FeaturePoint) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from ..graph.discover import Block
@@ -239,6 +240,10 @@ class StreamAnalysis:
         return residual_chain(self.model.get_submodule(path), self.trace.none_args.get(path, ()))
 
 
+def _eye(P: torch.Tensor) -> torch.Tensor:
+    return torch.eye(P.shape[0], dtype=P.dtype, device=P.device)
+
+
 class Adaptors(nn.Module):
     """A set of identity-initialised adaptors, attached to a model with hooks (no structural change)."""
 
@@ -250,8 +255,12 @@ class Adaptors(nn.Module):
 
     @staticmethod
     def _mix(P: torch.Tensor, x: torch.Tensor, channels_dim: int) -> torch.Tensor:
+        # most adaptors stay at identity while others are fitted: without autograd, skip the product (the
+        # C x C check is nothing next to the layer's own cost); with it, P must stay in the graph to be trained
+        if not (torch.is_grad_enabled() and P.requires_grad) and torch.equal(P, _eye(P)):
+            return x
         if channels_dim == 1:
-            return torch.einsum("oc,nc...->no...", P, x)
+            return F.conv2d(x, P[:, :, None, None]) if x.dim() == 4 else torch.einsum("oc,nc...->no...", P, x)
         return x @ P.t()
 
     def attach(self, model: nn.Module) -> Adaptors:

@@ -15,11 +15,19 @@ between teacher and student (B dropped, adaptors fitted). Two ways to fit the ad
   Then the post-adaptors, one at a time in forward order, each mapping the student's input of that
   layer onto the teacher's. A few forward passes instead of a thousand SGD steps.
 - ``"none"``: the MSE of the bare hole (no adaptors): an ablation, and the cheapest proxy.
+
+Closed form and none need the forward passes only from the unit before the hole onward: the student is
+the teacher up to there. The teacher's input of that unit is computed once for the tiny set (rolled from
+one unit to the next as candidates are scored in forward order) and every pass starts there
+(:mod:`practise_plugin.graph.resume`), which gives the same values as full passes at a fraction of the cost.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -31,12 +39,14 @@ from ..core.errors import ConfigError, TrainingError
 from ..core.inputs import ImageSet
 from ..core.torch_utils import copy_model
 from ..graph.discover import Block
-from ..graph.features import FeaturePoint, capture, collect_features, feature_fn, find_feature_point
+from ..graph.features import FeaturePoint, capture, capture_many, collect_features, feature_fn, find_feature_point
+from ..graph.resume import StartAt, reproduces
 from ..graph.structure import output_relu
 from ..surgery.drop import dropped_temporarily
 from .adaptors import Adaptors, AdaptorSite, StreamAnalysis
 
 METHODS = ("closed_form", "sgd", "none")
+CACHE_BYTES = 2 << 30  # largest set of cached unit inputs kept (fp32); a unit past it runs from the image
 
 
 @dataclass
@@ -52,6 +62,17 @@ class Recoverability:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class _PreFit:
+    """A closed-form pre-adaptor fit: the ``writers`` (site keys) of ``unit`` are fitted so that the stream
+    leaving it (the input of ``act``, a ReLU after the add, if any) matches the teacher's at ``target``."""
+
+    target: str
+    unit: str
+    writers: frozenset[str]
+    act: str | None
 
 
 def _channels_first(x: torch.Tensor, conv: bool) -> torch.Tensor:
@@ -110,38 +131,116 @@ class RecoverabilityScorer:
         ridge: float = 1e-3,
         seed: int = 0,
         device: str = "cpu",
+        cache_bytes: int = CACHE_BYTES,
     ) -> None:
         if method not in METHODS:
             raise ConfigError(f"unknown recoverability method {method!r}; choose one of {', '.join(METHODS)}")
         self.method, self.batch_size, self.iters = method, batch_size, iters
         self.lr, self.momentum, self.weight_decay, self.ridge, self.seed = lr, momentum, weight_decay, ridge, seed
-        self.device = device
+        self.device, self.cache_bytes = device, cache_bytes
         self.teacher = teacher.eval()
         self.images = data.images
         example = self.images[:1].to(device)
         self.point = point or find_feature_point(teacher, example)
-        self.work = copy_model(teacher).eval().to(device)
-        for p in self.work.parameters():
+        self.work = copy_model(teacher).eval().to(device)  # the student: the teacher with holes and adaptors
+        self.ref = copy_model(teacher).eval().to(device)  # the teacher, for passes that start part-way
+        for p in [*self.work.parameters(), *self.ref.parameters()]:
             p.requires_grad_(False)
         self.analysis = StreamAnalysis(self.work, example, self.point)
         self.targets = collect_features(teacher, self.point, self.images, batch_size, device)
         self.order = self.analysis.trace.order
+        self._inputs: tuple[str, torch.Tensor | None] | None = None  # (unit, its cached teacher inputs or None)
+
+    # -- where the passes start -------------------------------------------------------------------
+    def pre_fits(self, blocks: list[Block]) -> list[_PreFit]:
+        """The closed-form pre-adaptor fits that ``blocks`` allow, in forward order (read on the intact model:
+        once a block is dropped, its stage has one unit less)."""
+        plans = []
+        for b in sorted(blocks, key=lambda b: self.order.get(b.path, 0)):
+            target = self.analysis.stream_output((b.path, b.branch))
+            found = self.analysis.previous_unit(b)
+            if target is None or found is None:
+                continue
+            unit, writers = found
+            relu = output_relu(self.work.get_submodule(unit))
+            plans.append(_PreFit(target, unit, frozenset(w.key for w in writers), f"{unit}.{relu}" if relu else None))
+        return plans
+
+    def start_unit(self, blocks: list[Block], plans: list[_PreFit] | None = None) -> str | None:
+        """The module whose input the student's passes can start from: the earliest unit that the fit
+        changes (the one whose pre-adaptors are fitted, or the dropped block); None for SGD, which trains
+        the pre-adaptors of every earlier unit of the stage."""
+        if self.method == "sgd":
+            return None
+        plans = self.pre_fits(blocks) if plans is None and self.method == "closed_form" else plans or []
+        units = [p.unit for p in plans] + [b.path for b in blocks]
+        return min(units, key=lambda u: self.order.get(u, 0))
+
+    def _unit_inputs(self, unit: str | None) -> torch.Tensor | None:
+        """The teacher's inputs of ``unit`` for every image, if they fit the budget and starting there is exact.
+
+        One unit is kept at a time; the next one is computed from it (only the modules in between run),
+        so scoring candidates in forward order pays for one teacher pass in all.
+        """
+        if unit is None:
+            return None
+        if self._inputs is not None and self._inputs[0] == unit:
+            return self._inputs[1]
+        shape = self.analysis.trace.in_shape.get(unit)
+        if shape is None or len(self.images) * math.prod(shape[1:]) * 4 > self.cache_bytes:
+            self._inputs = (unit, None)
+            return None
+        previous = self._inputs
+        start = None
+        if previous is not None and previous[1] is not None and self.order[previous[0]] < self.order[unit]:
+            start = StartAt(self.ref, previous[0], self.analysis.trace, previous[1])
+        self._inputs = None  # the previous inputs go once the new ones are made
+        fn = feature_fn(self.ref, self.point)
+        parts = []
+        with start or contextlib.nullcontext():
+            for _, x in self._batches([start] if start else []):
+                parts.append(capture(self.ref, unit, fn, x, output=False).detach().clone())
+        inputs = torch.cat(parts)
+        first = slice(0, min(2, len(self.images)))  # an inexact start shows on any image
+        ok = reproduces(StartAt(self.ref, unit, self.analysis.trace, inputs), fn,
+                        self.images[first].to(self.device), self.targets[first], first)
+        self._inputs = (unit, inputs if ok else None)
+        return self._inputs[1]
+
+    @contextlib.contextmanager
+    def _started(self, unit: str | None) -> Iterator[list[StartAt]]:
+        """Starts for the student and the teacher at ``unit`` (none when it cannot be started from)."""
+        inputs = self._unit_inputs(unit)
+        if inputs is None:
+            yield []
+            return
+        starts = [StartAt(self.work, unit, self.analysis.trace, inputs), StartAt(self.ref, unit, self.analysis.trace, inputs)]
+        with starts[0], starts[1]:
+            yield starts
+
+    def _batches(self, starts: list[StartAt]) -> Iterator[tuple[slice, torch.Tensor]]:
+        """The tiny set in batches, each start fed the same images' cached inputs."""
+        for j in range(0, len(self.images), self.batch_size):
+            index = slice(j, j + self.batch_size)
+            for start in starts:
+                start.feed(index, self.device)
+            yield index, self.images[index].to(self.device)
 
     # -- measurement ------------------------------------------------------------------------------
     @torch.no_grad()
-    def _mse(self) -> float:
+    def _mse(self, starts: list[StartAt]) -> float:
         fn = feature_fn(self.work, self.point)
         total, count = 0.0, 0
-        for i in range(0, len(self.images), self.batch_size):
-            out = fn(self.images[i : i + self.batch_size].to(self.device)).float().cpu()
-            total += float(((out - self.targets[i : i + self.batch_size]) ** 2).sum())
+        for index, x in self._batches(starts):
+            out = fn(x).float().cpu()
+            total += float(((out - self.targets[index]) ** 2).sum())
             count += out.numel()
         return total / count
 
     # -- fitting ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _fit_pre_closed_form(self, adaptors: Adaptors, block: Block) -> bool:
-        """Fit the pre-adaptors of the unit before ``block`` so its output matches the teacher's after ``block``.
+    def _fit_pre_closed_form(self, adaptors: Adaptors, plan: _PreFit, starts: list[StartAt]) -> bool:
+        """Fit the pre-adaptors of the unit before a block so its output matches the teacher's after the block.
 
         With the stream o = e + sum_w D_w y_w (writer outputs y_w, per-channel scales D_w, everything
         else e), probing the student with each writer zeroed gives u_w = D_w y_w and e. A ridge least
@@ -151,18 +250,11 @@ class RecoverabilityScorer:
         the ReLU's input and the target is t where t > 0, else min(o, 0): the nearest point that the ReLU
         maps onto t (an inactive position only needs to stay non-positive).
         """
-        target = self.analysis.stream_output((block.path, block.branch))
-        found = self.analysis.previous_unit(block)
-        if target is None or found is None:
-            return False
-        unit, writers = found
-        relu = output_relu(self.work.get_submodule(unit))
-        act = f"{unit}.{relu}" if relu else None
-        keys = {w.key for w in writers}
+        target, unit, keys, act = plan.target, plan.unit, plan.writers, plan.act
         idx = [i for i, site in enumerate(adaptors.sites) if site.key in keys and _has_module(self.work, site.module)]
         if not idx:
             return False
-        s_fn, t_fn = feature_fn(self.work, self.point), feature_fn(self.teacher, self.point)
+        s_fn, t_fn = feature_fn(self.work, self.point), feature_fn(self.ref, self.point)
         mats = adaptors.mats
 
         def stream(x: torch.Tensor, scales: list[float]) -> torch.Tensor:
@@ -184,8 +276,7 @@ class RecoverabilityScorer:
         yy = torch.zeros(n, c, dtype=torch.float64)
         uu = torch.zeros(n, c, dtype=torch.float64)
         signal = 0.0
-        for j in range(0, len(self.images), self.batch_size):
-            x = self.images[j : j + self.batch_size].to(self.device)
+        for index, x in self._batches(starts):
             raw: dict[int, torch.Tensor] = {}  # by writer, not in call order (a downsample runs after conv2)
             handles = [self.work.get_submodule(adaptors.sites[i].module).register_forward_hook(
                 lambda mod, a, out, w=w, raw=raw: raw.__setitem__(w, out)) for w, i in enumerate(idx)]
@@ -198,7 +289,7 @@ class RecoverabilityScorer:
             if o1.shape != e.shape or len(raw) != n or any(r.shape != o1.shape for r in raw.values()):
                 return self._reset(adaptors, idx)
             signal += float((o1 - e).double().pow(2).sum())
-            if j == 0:  # an activation after the add shows on the first batch; later ones need not pay the probe
+            if index.start == 0:  # an activation after the add shows on the first batch; later ones need not pay the probe
                 nonlinear = float(((stream(x, [2.0] * n) - e) - 2 * (o1 - e)).double().pow(2).sum())
                 if nonlinear > 1e-6 * signal:
                     return self._reset(adaptors, idx)
@@ -213,7 +304,7 @@ class RecoverabilityScorer:
             y = [flat(raw[w]) for w in range(n)]
             big = torch.cat(u)
             xx += big @ big.t()
-            t = flat(capture(self.teacher, target, t_fn, x, output=True))
+            t = flat(capture(self.ref, target, t_fn, x, output=True))
             if act is not None:
                 t = torch.where(t > 0, t, flat(o1).clamp_max(0.0))
             yx += (t - flat(e)) @ big.t()
@@ -240,29 +331,56 @@ class RecoverabilityScorer:
         return False
 
     @torch.no_grad()
-    def _fit_closed_form(self, adaptors: Adaptors, blocks: list[Block]) -> None:
-        for block in sorted(blocks, key=lambda b: self.order.get(b.path, 0)):
-            self._fit_pre_closed_form(adaptors, block)
+    def _fit_closed_form(self, adaptors: Adaptors, plans: list[_PreFit], starts: list[StartAt]) -> None:
+        for plan in plans:
+            self._fit_pre_closed_form(adaptors, plan, starts)
         s_fn = feature_fn(self.work, self.point)
-        t_fn = feature_fn(self.teacher, self.point)
+        t_fn = feature_fn(self.ref, self.point)
         readers = sorted(
             (i for i, s in enumerate(adaptors.sites) if s.side == "in"), key=lambda i: self.order[adaptors.sites[i].module]
         )
+        for group in self._reading_together(adaptors, readers):
+            self._fit_readers(adaptors, group, starts, s_fn, t_fn)
+
+    def _reading_together(self, adaptors: Adaptors, readers: list[int]) -> list[list[int]]:
+        """Readers in forward order, consecutive ones that read the same tensor of the teacher in one group:
+        none of them feeds another, so they are fitted from the same passes."""
+        ptr = self.analysis.trace.in_ptr
+        groups: list[list[int]] = []
         for i in readers:
-            site: AdaptorSite = adaptors.sites[i]
-            conv = isinstance(self.work.get_submodule(site.module), nn.Conv2d)
-            c = site.channels
-            aa = torch.zeros(c, c, dtype=torch.float64)
-            ba = torch.zeros(c, c, dtype=torch.float64)
-            adaptors.attach(self.work)
-            for j in range(0, len(self.images), self.batch_size):
-                x = self.images[j : j + self.batch_size].to(self.device)
-                a = _channels_first(capture(self.work, site.module, s_fn, x, output=False), conv).double().cpu()
-                b = _channels_first(capture(self.teacher, site.module, t_fn, x, output=False), conv).double().cpu()
-                aa += a @ a.t()
-                ba += b @ a.t()
+            p = ptr.get(adaptors.sites[i].module)
+            if groups and p is not None and ptr.get(adaptors.sites[groups[-1][0]].module) == p:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return groups
+
+    def _fit_readers(self, adaptors: Adaptors, group: list[int], starts: list[StartAt], s_fn, t_fn) -> None:  # noqa: ANN001
+        """Fit each reader of ``group``: P maps the student's input of the layer onto the teacher's (ridge)."""
+        sites = [adaptors.sites[i] for i in group]
+        paths = [s.module for s in sites]
+        convs = [isinstance(self.work.get_submodule(p), nn.Conv2d) for p in paths]
+        aa = [torch.zeros(s.channels, s.channels, dtype=torch.float64) for s in sites]
+        ba = [torch.zeros(s.channels, s.channels, dtype=torch.float64) for s in sites]
+        adaptors.attach(self.work)
+        try:
+            for index, x in self._batches(starts):
+                got = capture_many(self.work, paths, s_fn, x, output=False)
+                want = capture_many(self.ref, paths, t_fn, x, output=False)
+                if index.start == 0 and len(group) > 1 and not all(torch.equal(w, want[0]) for w in want[1:]):
+                    adaptors.detach()  # the same address held different tensors: fit them one by one
+                    for i in group:
+                        self._fit_readers(adaptors, [i], starts, s_fn, t_fn)
+                    return
+                for k, conv in enumerate(convs):
+                    a = _channels_first(got[k], conv).double().cpu()
+                    b = _channels_first(want[k], conv).double().cpu()
+                    aa[k] += a @ a.t()
+                    ba[k] += b @ a.t()
+        finally:
             adaptors.detach()
-            p = _ridge_toward(torch.eye(c, dtype=torch.float64), aa, ba, self.ridge)
+        for k, i in enumerate(group):
+            p = _ridge_toward(torch.eye(sites[k].channels, dtype=torch.float64), aa[k], ba[k], self.ridge)
             adaptors.mats[i].copy_(p.float())
 
     def _fit_sgd(self, adaptors: Adaptors) -> None:
@@ -298,10 +416,12 @@ class RecoverabilityScorer:
         blocks = [blocks] if isinstance(blocks, Block) else list(blocks)
         t0 = time.perf_counter()
         adaptors = Adaptors(self.sites(blocks))
-        with dropped_temporarily(self.work, [b.name for b in blocks]):
-            dropped = self._mse()
+        plans = self.pre_fits(blocks) if self.method == "closed_form" else []
+        unit = self.start_unit(blocks, plans)
+        with dropped_temporarily(self.work, [b.name for b in blocks]), self._started(unit) as starts:
+            dropped = self._mse(starts)
             if self.method == "closed_form":
-                self._fit_closed_form(adaptors, blocks)
+                self._fit_closed_form(adaptors, plans, starts)
             elif self.method == "sgd":
                 self._fit_sgd(adaptors)
             if self.method == "none":
@@ -309,7 +429,7 @@ class RecoverabilityScorer:
             else:
                 adaptors.attach(self.work)
                 try:
-                    mse = self._mse()
+                    mse = self._mse(starts)
                 finally:
                     adaptors.detach()
         name = "+".join(b.name for b in blocks)
@@ -317,12 +437,15 @@ class RecoverabilityScorer:
         return rec, adaptors
 
     def score(self, blocks: list[Block], progress: bool = True) -> list[Recoverability]:
-        out = []
-        bar = tqdm(blocks, desc=f"recoverability ({self.method})", unit="block", disable=not progress, leave=False)
-        for b in bar:
-            out.append(self.fit(b)[0])
-            bar.set_postfix(block=b.name, mse=f"{out[-1].mse:.4g}")
-        return out
+        """R of each block, in the order given (computed in forward order of their start units)."""
+        order = sorted(range(len(blocks)), key=lambda i: self.order.get(self.start_unit([blocks[i]]) or "", 0))
+        out: dict[int, Recoverability] = {}
+        bar = tqdm(order, desc=f"recoverability ({self.method})", unit="block", disable=not progress, leave=False)
+        for i in bar:
+            out[i] = self.fit(blocks[i])[0]
+            bar.set_postfix(block=blocks[i].name, mse=f"{out[i].mse:.4g}")
+        self._inputs = None
+        return [out[i] for i in range(len(blocks))]
 
 
 def recoverability(teacher: nn.Module, blocks: list[Block], data: ImageSet, *, progress: bool = True,
