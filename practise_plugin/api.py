@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from .core import distributed
 from .core.errors import ConfigError, DataError
 from .core.files import check_output_file, ensure_writable_dir, work_dir_lock
 from .core.inputs import DataConfig, ImageSet
@@ -77,7 +78,7 @@ def compress(
                                  device=device, input_size=bundle.data_config.input_size, time_s=latency_time,
                                  cache_dir=latency_cache),
         )
-    if context.work_dir is None:
+    if context.work_dir is None or not distributed.is_main():  # rank 0 holds the lock for all ranks
         return strat.apply(bundle.model, data, cfg, context)
     with work_dir_lock(context.work_dir):
         return strat.apply(bundle.model, data, cfg, context)
@@ -228,13 +229,19 @@ def compress_job(
 
     With the built-in model and no images, the shipped Fashion-MNIST images are the tiny set (500 by
     default) and the Fashion-MNIST test set the evaluation set, and recovery runs 500 steps unless
-    ``recover_iters`` is given. Lines worth telling the user are appended to ``notes``."""
+    ``recover_iters`` is given. Lines worth telling the user are appended to ``notes``.
+
+    Under ``torchrun`` (see :mod:`practise_plugin.core.distributed`) every rank runs the compression with
+    its share of scoring and recovery; rank 0 alone measures, evaluates, exports and writes, and the other
+    ranks return ``{"rank": r, "blocks": ...}``."""
     t0 = time.perf_counter()
     notes = notes if notes is not None else []
+    device = distributed.device_for_rank(device)
+    progress = progress and distributed.is_main()
     out = ensure_writable_dir(out_dir)
     for file_name in ("model.pt", "report.json", "report.png"):
         check_output_file(out / file_name)
-    if export_ir:
+    if export_ir and distributed.is_main():
         prepare_out_dir(out / "openvino", "model")
     strat = get_strategy(strategy)
     bundle = load_model(model, weights=weights, trust_code=trust_code)
@@ -244,6 +251,7 @@ def compress_job(
         options["recover_iters"] = DEMO_RECOVER_ITERS
         notes.append(f"built-in demo: --recover-iters {DEMO_RECOVER_ITERS} (the paper uses 2000; pass the flag to change)")
     cfg = build_config(strategy, None, **options)  # every option checked before images are read
+    distributed.check_batch(getattr(cfg, "batch_size", 0))
     seed = cfg.seed
     tiny: ImageSet | None
     if data is not None:
@@ -272,6 +280,19 @@ def compress_job(
                              input_size=bundle.data_config.input_size, time_s=latency_time, cache_dir=latency_cache),
     )
     result = compress(bundle, tiny, strategy, cfg, context=context)
+    if not distributed.is_main():
+        return {"rank": distributed.rank(), "blocks": {"chosen": list(result.stats.get("selection", {}).get("blocks", []))}}
+    with distributed.alone():
+        return _finish(out, bundle, result, context, eval_set=eval_set, tiny=tiny, precision=precision,
+                       export_ir=export_ir, latency_backend=latency_backend, latency_batch_size=latency_batch_size,
+                       num_threads=num_threads, device=device, t0=t0)
+
+
+def _finish(out: Path, bundle: ModelBundle, result: CompressionResult, context: CompressionContext, *,
+            eval_set: ImageSet | None, tiny: ImageSet | None, precision: str, export_ir: bool,
+            latency_backend: str, latency_batch_size: int, num_threads: int | None, device: str,
+            t0: float) -> dict[str, Any]:
+    """Measure, evaluate, save, export and write the report of a finished compression (rank 0's part)."""
     stage = context.stages
     teacher, student = bundle.model, result.model
     with stage("measure"):

@@ -143,3 +143,28 @@ def test_quick_zoo_sweep(tmp_path):
         lo, hi = r["latency_interval"]
         assert lo <= r["latency_saved"] <= hi
     assert "Coverage: 3 of 3" in (tmp_path / "zoo-quick.md").read_text()
+
+
+def test_quick_scale_benchmark(tmp_path):
+    scale = _load("scale")
+    assert scale.main(["--quick", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "scale-quick.json").read_text())
+    (row,) = res["stages"]
+    assert row["model"] == "builtin" and row["images"] == 16 and row["candidates"] == 12
+    for stage in ("load", "discover", "score", "latency_table", "select", "recover", "measure", "evaluate", "export"):
+        assert row["stages"][stage]["wall_s"] > 0, stage
+    assert sum(s["wall_s"] for s in row["stages"].values()) <= row["process_s"]
+    (limit,) = res["limit"]
+    assert limit["ours"][0] > 0 and limit["bare"][0] > 0
+    md = (tmp_path / "scale-quick.md").read_text()
+    assert "| builtin | 28 | 16 | 12 |" in md and "bare loop" in md
+    assert (tmp_path / "scale-quick.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scale_growth_is_the_exponent_between_image_counts():
+    scale = _load("scale")
+    rows = [{"model": "m", "images": n, "stages": {"score": {"wall_s": 0.5 * n}, "load": {"wall_s": 2.0}}}
+            for n in (64, 256, 1024)]
+    assert scale.growth(rows) == {"m": {"score": 1.0, "load": 0.0}}
+    fit = scale._old_fit([{"model": "m", "images": n, "old": {"wall_s": 3 + 2 * n}} for n in (16, 64)], "m")
+    assert fit == (3.0, 2.0)

@@ -102,14 +102,24 @@ def run(args: argparse.Namespace) -> int:
                               f"line (got --{', --'.join(k.replace('_', '-') for k in options)})")
         return _run_config(args)
     get_strategy(args.strategy)  # an unknown name fails before anything loads
+    from ..core import distributed
+
+    distributed.init_from_env(args.device)  # under torchrun: join the ranks (a no-op otherwise)
+    speaks = distributed.is_main()
     notes: list[str] = []
-    report = compress_job(
-        args.out, args.model, strategy=args.strategy, data=args.data, num_samples=args.num_samples,
-        data_free=args.data_free, eval_data=args.eval_data, eval_samples=args.eval_samples, weights=args.weights,
-        precision=args.precision, export_ir=not args.no_export, device=args.device,
-        latency_backend=args.latency_backend, latency_batch_size=args.latency_batch_size, num_threads=args.threads,
-        latency_time=args.latency_time, latency_cache=_cache(args.latency_cache), progress=not args.quiet, notes=notes, trust_code=args.trust_code, **options,
-    )
+    try:
+        report = compress_job(
+            args.out, args.model, strategy=args.strategy, data=args.data, num_samples=args.num_samples,
+            data_free=args.data_free, eval_data=args.eval_data, eval_samples=args.eval_samples, weights=args.weights,
+            precision=args.precision, export_ir=not args.no_export, device=args.device,
+            latency_backend=args.latency_backend, latency_batch_size=args.latency_batch_size,
+            num_threads=args.threads, latency_time=args.latency_time, latency_cache=_cache(args.latency_cache),
+            progress=not args.quiet, notes=notes, trust_code=args.trust_code, **options,
+        )
+    finally:
+        distributed.shutdown()
+    if not speaks:  # rank 0 prints and writes for all ranks
+        return 0
     for line in notes:
         console.print(line)
     _print_summary(Console(quiet=False), report)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .errors import TrainingError
 from .files import atomic_torch_save
 
@@ -69,10 +70,11 @@ class TrainState:
         return saved["state"] | {"step": int(saved["step"])}
 
     def save(self, step: int, state: dict[str, Any]) -> None:
-        if self.path is not None:
+        """Write the state (rank 0 only under torchrun: every rank holds the same one)."""
+        if self.path is not None and distributed.is_main():
             atomic_torch_save({"format": FORMAT, "fingerprint": self.fingerprint, "step": step, "state": state},
                               self.path)
 
     def clear(self) -> None:
-        if self.path is not None and self.path.exists():
+        if self.path is not None and distributed.is_main() and self.path.exists():
             self.path.unlink()

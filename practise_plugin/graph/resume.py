@@ -80,11 +80,15 @@ class StartAt:
 
 
 def _zeros_like_output(shape: tuple[int, ...]) -> Callable[..., torch.Tensor]:
+    """A forward answering zeros of ``shape`` (batch from its input) without allocating them: a broadcast
+    view of one zero, since nothing reads these values (an in-place write to it raises, and the start is
+    then found inexact and not used)."""
     def forward(x: object = None, *args: object, **kwargs: object) -> torch.Tensor:
         like = x if isinstance(x, torch.Tensor) else None
         n = like.shape[0] if like is not None and like.dim() else 1
         dtype = like.dtype if like is not None and like.is_floating_point() else torch.float32
-        return torch.zeros(n, *shape[1:], dtype=dtype, device=like.device if like is not None else "cpu")
+        zero = torch.zeros((), dtype=dtype, device=like.device if like is not None else "cpu")
+        return zero.expand(n, *shape[1:])
 
     return forward
 

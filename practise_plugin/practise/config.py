@@ -34,6 +34,8 @@ class PractiseConfig(StrategyConfig):
     weight_decay: float = option(1e-4, "recovery weight decay")
     batch_size: int = option(64, "batch size for scoring and recovery")
     augment: bool = option(True, "random flips and shifts during recovery")
+    mixed_precision: bool = option(True, "on CUDA: recovery under autocast (bf16, else fp16 with a loss scaler) and "
+                                   "channels-last; no effect on CPU")
     recover_bn: Literal["train", "frozen"] = option(
         "train", "BatchNorm during recovery: train (the paper) or frozen at the teacher's statistics (use it when "
         "the images are out-of-domain or synthetic)")

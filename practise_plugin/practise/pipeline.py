@@ -99,6 +99,7 @@ def run(model: nn.Module, data: ImageSet | None, config: StrategyConfig, ctx: Co
     if cfg.recover != "none":
         rcfg = RecoveryConfig(method=cfg.recover, iters=cfg.recover_iters, lr=cfg.lr, weight_decay=cfg.weight_decay,
                               batch_size=cfg.batch_size, augment=cfg.augment, checkpoint_every=cfg.checkpoint_every,
+                              mixed_precision=cfg.mixed_precision,
                               seed=cfg.seed, bn=cfg.recover_bn)
         with stage("recover"):
             student, log = recover(student, teacher, data, rcfg, point=point, work_dir=ctx.work_dir,

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..core import distributed
 from ..core.errors import ConfigError, TrainingError
 from ..core.inputs import ImageSet
 from ..core.torch_utils import copy_model
@@ -437,14 +438,20 @@ class RecoverabilityScorer:
         return rec, adaptors
 
     def score(self, blocks: list[Block], progress: bool = True) -> list[Recoverability]:
-        """R of each block, in the order given (computed in forward order of their start units)."""
+        """R of each block, in the order given (computed in forward order of their start units).
+
+        Under ``torchrun`` the candidates are divided over the ranks (each its share of that order) and the
+        scores gathered: every fit depends only on its own candidate, so the result is the serial one."""
         order = sorted(range(len(blocks)), key=lambda i: self.order.get(self.start_unit([blocks[i]]) or "", 0))
+        mine = [order[k] for k in distributed.shard(len(order))]
         out: dict[int, Recoverability] = {}
-        bar = tqdm(order, desc=f"recoverability ({self.method})", unit="block", disable=not progress, leave=False)
+        bar = tqdm(mine, desc=f"recoverability ({self.method})", unit="block", leave=False,
+                   disable=not progress or not distributed.is_main())
         for i in bar:
             out[i] = self.fit(blocks[i])[0]
             bar.set_postfix(block=blocks[i].name, mse=f"{out[i].mse:.4g}")
         self._inputs = None
+        out = distributed.gather(out, "gathering the recoverability scores")
         return [out[i] for i in range(len(blocks))]
 
 

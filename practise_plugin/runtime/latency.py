@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core import distributed
 from ..core.errors import ConfigError
 from ..core.files import atomic_write_json
 from ..core.torch_utils import copy_model, eval_mode, example_input, model_device, torch_threads
@@ -778,7 +779,9 @@ class LatencyMeter:
     table and for every measured drop, so that all of a run's latency numbers are of the same kind.
 
     Strategies receive it in their :class:`~practise_plugin.core.strategy.CompressionContext`. ``cache_dir``
-    (default :func:`default_cache_dir`; None: no cache) keeps tables and measured sets per machine."""
+    (default :func:`default_cache_dir`; None: no cache) keeps tables and measured sets per machine.
+    Under ``torchrun`` rank 0 measures and every rank gets its numbers: ranks timing side by side would
+    slow each other, and every rank must take the same selection decisions."""
 
     def __init__(self, backend: str = "openvino", *, batch_size: int = 1, num_threads: int | None = None,
                  device: str = "cpu", input_size: Sequence[int], cache_dir: Path | str | None | bool = True,
@@ -794,15 +797,20 @@ class LatencyMeter:
 
     def block_table(self, model: nn.Module, blocks: Sequence[Block | str], *, macs: dict[str, float] | None = None,
                     progress: bool = True) -> LatencyTable:
-        return block_latency_table(model, blocks, self.input_size, self.backend, batch_size=self.batch_size,
-                                   num_threads=self.num_threads, device=self.device, cache_dir=self.cache_dir,
-                                   progress=progress, time_s=self.time_s, macs=macs)
+        return distributed.on_rank0(lambda: block_latency_table(
+            model, blocks, self.input_size, self.backend, batch_size=self.batch_size, num_threads=self.num_threads,
+            device=self.device, cache_dir=self.cache_dir, progress=progress, time_s=self.time_s, macs=macs),
+            "sharing the per-block latency table")
 
     def reduction(self, base: nn.Module, model: nn.Module, *, target: float | None = None,
                   cache: bool = False) -> Reduction:
         """Fraction of ``base``'s latency that ``model`` saves, with its interval. With ``target`` the
         measurement stops as soon as its interval lies on one side of it; with ``cache`` a measurement of
         the same pair of structures on this machine is reused (selection does; final reports do not)."""
+        return distributed.on_rank0(lambda: self._reduction(base, model, target, cache),
+                                    "sharing a latency measurement")
+
+    def _reduction(self, base: nn.Module, model: nn.Module, target: float | None, cache: bool) -> Reduction:
         path, key = None, ""
         if cache and self.cache_dir is not None and self.backend != "macs":
             parts = {"base": structure_fingerprint(base), "model": structure_fingerprint(model), "target": target}

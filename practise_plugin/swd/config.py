@@ -45,6 +45,8 @@ class SWDConfig(StrategyConfig):
         "LeNet-5 on Fashion-MNIST hit NaN at step 34 in benchmarks/swd_scratch.py, one epoch of warm-up fixes it)")
     finetune_epochs: int = option(0, "epochs of plain fine-tuning after the hard prune (paper setting: 0)")
     checkpoint_every: int = option(200, "write a resumable checkpoint to the work dir every N steps (0: never)")
+    mixed_precision: bool = option(True, "on CUDA: training under autocast (bf16, else fp16 with a loss scaler, "
+                                   "unscaled before the SWD term) and channels-last; no effect on CPU")
 
     def __post_init__(self) -> None:
         _check(self.mode in ("unstructured", "structured"), f"mode must be 'unstructured' or 'structured', got {self.mode!r}")

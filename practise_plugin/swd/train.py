@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..core import distributed
+from ..core.accel import fast_path
 from ..core.errors import DataError, TrainingError
 from ..core.inputs import ImageSet
 from ..core.resume import TrainState
@@ -93,78 +95,88 @@ def train(
     zero after each step (fine-tuning an unstructured-pruned model). With ``work_dir``, the state is
     saved there every ``config.checkpoint_every`` steps and at the end (a finished stage is not trained
     again), and a rerun with the same options, data and model resumes from it.
+    Under ``torchrun`` the model trains in DistributedDataParallel: each rank takes its part of every
+    (global, ``batch_size``) batch of the same seeded order, and rank 0 writes the checkpoints; ``train_acc``
+    is then that of rank 0's part. On CUDA with ``config.mixed_precision``, autocast and channels-last.
     Returns one dict per epoch: mean task loss and SWD penalty, train accuracy, a(t) and the criterion's
     kept fraction at the epoch's last step (NaN without a regulariser), and the learning rate.
     """
-    model.to(device).train()
+    mine = distributed.local_part(torch.arange(schedule.batch_size))  # this rank's part of each global batch
+    fast = fast_path(device, config.mixed_precision)
+    model = fast.prepare(model).train()
+    net = distributed.wrap(model)  # gradients averaged over the ranks; the penalty is added after, on each
+    images = fast.host(data.images)
     opt = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=config.momentum, weight_decay=config.mu)
     state = TrainState(work_dir, desc.replace(" ", "_"), config=config.to_dict(), schedule=schedule.__dict__,
                        model=model, images=data.images, labels=data.labels)
     torch.manual_seed(config.seed)
     start, history, run = _resume(state, model, opt, regularizer, device)
     order, order_epoch = None, -1
-    bar = tqdm(total=schedule.total_steps, initial=start, desc=desc, disable=not progress, unit="step", leave=False)
+    bar = tqdm(total=schedule.total_steps, initial=start, desc=desc, unit="step", leave=False,
+               disable=not progress or not distributed.is_main())
     try:
-        for step in range(start, schedule.total_steps):
-            epoch, i = divmod(step, schedule.steps_per_epoch)
-            if epoch != order_epoch:
-                order, order_epoch = _epoch_order(len(data), config.seed, epoch), epoch
-            idx = order[i * schedule.batch_size : (i + 1) * schedule.batch_size]
-            x, y = data.images[idx].to(device), data.labels[idx].to(device)
-            lr = schedule.lr_at(step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            value = loss.item()
-            if not math.isfinite(value):
-                where = f"{state.path} (resumable) is kept" if state.path else "no checkpoint was written"
-                raise TrainingError(
-                    f"{desc}: loss is {value} at step {step + 1}/{schedule.total_steps} (epoch {epoch + 1}); the "
-                    f"images or weights hold non-finite values, or training diverged. Check the data, lower lr "
-                    f"(now {lr:g}) or a_max; {where}"
-                )
-            loss.backward()
-            if regularizer is not None:
-                regularizer.apply_to_grad()
-                with torch.no_grad():
-                    run["penalty"] += regularizer.penalty().item()
-            opt.step()
-            if fixed_masks is not None:
-                with torch.no_grad():
-                    for p, m in fixed_masks:
-                        p.mul_(m)
-            run["loss"] += value
-            run["correct"] += int((logits.argmax(1) == y).sum())
-            run["seen"] += len(y)
-            run["steps"] += 1
-            if regularizer is not None:
-                run["a"], run["kept"] = regularizer.a(), regularizer.decision().kept_fraction
-                regularizer.step()
-            bar.update(1)
-            if step % 10 == 0 or step + 1 == schedule.total_steps:
-                shown = {"loss": f"{value:.3f}"}
+        with distributed.collective(desc):  # DDP talks to the other ranks in forward and backward
+            for step in range(start, schedule.total_steps):
+                epoch, i = divmod(step, schedule.steps_per_epoch)
+                if epoch != order_epoch:
+                    order, order_epoch = _epoch_order(len(data), config.seed, epoch), epoch
+                idx = order[i * schedule.batch_size : (i + 1) * schedule.batch_size][mine]
+                x, y = fast.batch(images[idx]), data.labels[idx].to(device)
+                lr = schedule.lr_at(step)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                with fast.autocast():
+                    logits = net(x).float()
+                    loss = F.cross_entropy(logits, y)
+                value = distributed.mean(loss).item()  # the same on every rank: all stop together on a NaN
+                if not math.isfinite(value):
+                    where = f"{state.path} (resumable) is kept" if state.path else "no checkpoint was written"
+                    raise TrainingError(
+                        f"{desc}: loss is {value} at step {step + 1}/{schedule.total_steps} (epoch {epoch + 1}); the "
+                        f"images or weights hold non-finite values, or training diverged. Check the data, lower lr "
+                        f"(now {lr:g}) or a_max; {where}"
+                    )
+                fast.backward(loss, opt)
+                if regularizer is not None:  # every rank holds the same weights, so the same masks and penalty
+                    regularizer.apply_to_grad()
+                    with torch.no_grad():
+                        run["penalty"] += regularizer.penalty().item()
+                fast.step(opt)
+                if fixed_masks is not None:
+                    with torch.no_grad():
+                        for p, m in fixed_masks:
+                            p.mul_(m)
+                run["loss"] += value
+                run["correct"] += int((logits.argmax(1) == y).sum())
+                run["seen"] += len(y)
+                run["steps"] += 1
                 if regularizer is not None:
-                    shown.update(a=f"{run['a']:.3g}", kept=f"{run['kept']:.4f}")
-                bar.set_postfix(shown, refresh=False)
-            if i + 1 == schedule.steps_per_epoch or step + 1 == schedule.total_steps:
-                history.append({
-                    "epoch": epoch + 1, "loss": run["loss"] / run["steps"], "penalty": run["penalty"] / run["steps"],
-                    "train_acc": run["correct"] / run["seen"], "a": run["a"], "kept_fraction": run["kept"], "lr": lr,
-                    # how much of the decayed weights' norm the mask would still cut now: SWD drives it to ~0
-                    "outside_norm": (removed_norm_fraction(regularizer.params, regularizer.masks())
-                                     if regularizer is not None else float("nan")),
-                })
-                run = _fresh_running()
-            done = step + 1
-            if done == schedule.total_steps or (config.checkpoint_every and done % config.checkpoint_every == 0):
-                state.save(done, {
-                    "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history, "running": run,
-                    "regularizer": None if regularizer is None else regularizer.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                })
+                    run["a"], run["kept"] = regularizer.a(), regularizer.decision().kept_fraction
+                    regularizer.step()
+                bar.update(1)
+                if step % 10 == 0 or step + 1 == schedule.total_steps:
+                    shown = {"loss": f"{value:.3f}"}
+                    if regularizer is not None:
+                        shown.update(a=f"{run['a']:.3g}", kept=f"{run['kept']:.4f}")
+                    bar.set_postfix(shown, refresh=False)
+                if i + 1 == schedule.steps_per_epoch or step + 1 == schedule.total_steps:
+                    history.append({
+                        "epoch": epoch + 1, "loss": run["loss"] / run["steps"], "penalty": run["penalty"] / run["steps"],
+                        "train_acc": run["correct"] / run["seen"], "a": run["a"], "kept_fraction": run["kept"], "lr": lr,
+                        # how much of the decayed weights' norm the mask would still cut now: SWD drives it to ~0
+                        "outside_norm": (removed_norm_fraction(regularizer.params, regularizer.masks())
+                                         if regularizer is not None else float("nan")),
+                    })
+                    run = _fresh_running()
+                done = step + 1
+                if done == schedule.total_steps or (config.checkpoint_every and done % config.checkpoint_every == 0):
+                    state.save(done, {
+                        "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history, "running": run,
+                        "regularizer": None if regularizer is None else regularizer.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                    })
     finally:
         bar.close()
     model.eval()

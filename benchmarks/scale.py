@@ -1,0 +1,450 @@
+"""Where the time of a compression goes, how each stage grows, and how far from the physical limit it runs.
+
+Four parts, each model in a process of its own (one torch thread, so rows compare across models):
+
+- **stages**: ``practise compress`` (the library call behind it, :func:`practise_plugin.api.compress_job`)
+  on the built-in network and on random-weight resnet18, resnet50, mobilenetv2_100, convnext_atto and
+  vit_tiny at their own input sizes, with 64 / 256 / ... real Fashion-MNIST images (resized, grey to
+  RGB); the per-stage wall and CPU seconds of its report (load, discover, score, latency table, select,
+  fold, recovery per iteration, measure, evaluate, export + check), and each stage's growth exponent in
+  the number of images (t ~ images^k between the two sizes).
+- **baseline**: closed-form scoring of the same candidates on the same images by this revision and by the
+  revision before the scorer started its passes part-way (``--baseline``, default 2caa93c, extracted with
+  ``git archive``), run alternately in one sweep.
+- **demo**: ``practise compress`` with defaults (the built-in demo) by both revisions, alternately, each
+  with a fresh latency cache: seconds end to end and the chosen blocks.
+- **limit**: recovery's it/s against a bare torch loop doing the same teacher forward and student
+  forward/backward/SGD step on the same batches, alternately; and scoring's seconds against the forward
+  passes it cannot avoid (one teacher pass over the tiny set).
+
+    python benchmarks/scale.py                                   # all parts (~1 h on 2 cores)
+    python benchmarks/scale.py --parts stages --models resnet50 --images 256
+    python benchmarks/scale.py --quick --out /tmp/x               # the test suite's smoke run
+
+Results: ``benchmarks/results/scale.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MODELS = {  # name -> model spec (random weights but the built-in)
+    "builtin": "builtin", "resnet18": "torchvision:resnet18", "resnet50": "torchvision:resnet50",
+    "mobilenetv2_100": "timm:mobilenetv2_100", "convnext_atto": "timm:convnext_atto",
+    "vit_tiny": "timm:vit_tiny_patch16_224",
+}
+STAGES = ("load", "discover", "score", "latency_table", "select", "fold_adaptors", "recover", "measure", "evaluate",
+          "export")
+
+
+# -- workers (run in a subprocess: ``--one PART JSON``) ------------------------------------------------------
+def make_images(spec: str, n: int, into: Path) -> str:
+    """Real Fashion-MNIST training images (class-balanced, resized for ``spec``, grey to RGB) in a file, so that
+    both revisions score exactly the same tensors."""
+    path = into / f"{spec.replace(':', '_')}-{n}.pt"
+    if not path.exists():
+        import torch
+
+        from practise_plugin.data import sample_tiny_set
+        from practise_plugin.data.images import from_uint8
+        from practise_plugin.models.builtin.fmnist import load_fmnist_split
+
+        x, y = load_fmnist_split("train")
+        idx = sample_tiny_set(y, n, seed=0)
+        data = from_uint8(x[idx], y[idx], _load(spec).data_config, "")
+        torch.save({"images": data.images, "labels": data.labels}, path)
+    return str(path)
+
+
+def _data(job: dict):  # noqa: ANN202 - an ImageSet of whichever revision runs
+    import torch
+
+    from practise_plugin import ImageSet
+
+    saved = torch.load(job["data"], weights_only=True)
+    return ImageSet(saved["images"], saved["labels"], source=f"Fashion-MNIST train ({len(saved['images'])} images)")
+
+
+def _load(spec: str):  # noqa: ANN202
+    import warnings
+
+    import torch
+
+    from practise_plugin import load_model
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model(spec)
+
+
+def work_stages(job: dict) -> dict:
+    """One compress job; its report's per-stage seconds."""
+    from practise_plugin.api import compress_job
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    bundle = _load(job["spec"])
+    load = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "calls": 1}
+    data = _data(job)
+    with tempfile.TemporaryDirectory() as out:
+        report = compress_job(out, bundle, data=data, eval_data=data, recover_iters=job["recover_iters"],
+                              num_threads=1, latency_time=job["latency_time"], latency_cache=Path(out) / "cache",
+                              progress=False, seed=0)
+    stages = {"load": load, **report["stages"]}
+    return {"stages": stages, "candidates": len(report["blocks"]["candidates"]), "chosen": report["blocks"]["chosen"],
+            "input": list(bundle.data_config.input_size), "seconds": report["seconds"] + load["wall_s"]}
+
+
+def work_score(job: dict) -> dict:
+    """Closed-form scoring with whichever ``practise_plugin`` is on the path (this revision or the baseline)."""
+    import torch
+
+    from practise_plugin import RecoverabilityScorer, discover_blocks
+
+    bundle = _load(job["spec"])
+    data = _data(job)
+    model = bundle.model.eval()
+    blocks = discover_blocks(model, data.images[:1], count_cost=False)
+    t0, c0 = time.perf_counter(), time.process_time()
+    scorer = RecoverabilityScorer(model, data, method="closed_form", batch_size=64)
+    scores = scorer.score(blocks, progress=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    t1 = time.perf_counter()  # the passes scoring cannot avoid: the teacher over the tiny set, once
+    with torch.no_grad():
+        for i in range(0, len(data), 64):
+            model(data.images[i : i + 64])
+    return {"wall_s": wall, "cpu_s": cpu, "one_teacher_pass_s": time.perf_counter() - t1, "candidates": len(blocks),
+            "mse": {r.block: r.mse for r in scores}}
+
+
+def work_limit(job: dict) -> dict:
+    """Recovery against a bare loop with the same work per step, alternately, on one dropped student."""
+    import torch
+    import torch.nn.functional as F
+
+    from practise_plugin import discover_blocks
+    from practise_plugin.graph.features import feature_fn, find_feature_point
+    from practise_plugin.practise.recovery import RecoveryConfig, recover
+    from practise_plugin.surgery.drop import drop_blocks
+
+    bundle = _load(job["spec"])
+    data = _data(job)
+    teacher = bundle.model.eval()
+    blocks = discover_blocks(teacher, data.images[:1], count_cost=False)
+    student = drop_blocks(teacher, [blocks[len(blocks) // 2].name])
+    point = find_feature_point(teacher, data.images[:1])
+    iters, bs = job["iters"], job["batch_size"]
+    cfg = RecoveryConfig(iters=iters, batch_size=bs, augment=False, checkpoint_every=0)
+
+    def ours() -> float:
+        t = time.perf_counter()
+        recover(student, teacher, data, cfg, point=point, progress=False)
+        return iters / (time.perf_counter() - t)
+
+    def bare() -> float:  # what a hand-written loop would do: no feature hooks, no checks, no logging
+        from practise_plugin.core.torch_utils import copy_model
+
+        net = copy_model(student).train()
+        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        s_fn, t_fn = feature_fn(net, point), feature_fn(teacher, point)
+        gen = torch.Generator().manual_seed(0)
+        t = time.perf_counter()
+        for _ in range(iters):
+            x = data.images[torch.randint(0, len(data), (bs,), generator=gen)]
+            with torch.no_grad():
+                target = t_fn(x)
+            loss = F.mse_loss(s_fn(x), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return iters / (time.perf_counter() - t)
+
+    runs = {"ours": [], "bare": []}
+    for _ in range(job["repeats"]):
+        runs["ours"].append(ours())
+        runs["bare"].append(bare())
+    return runs
+
+
+def work_demo(job: dict) -> dict:
+    """``practise compress`` with defaults (the built-in demo), as a user runs it."""
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        code = "import sys; from practise_plugin.cli import main; sys.exit(main())"
+        proc = subprocess.run([sys.executable, "-c", code, "compress", "--out", out, *job.get("args", [])],
+                              capture_output=True, text=True, env={**os.environ, "PRACTISE_CACHE_DIR": out + "/cache"})
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            return {"error": proc.stderr[-2000:]}
+        report = json.loads((Path(out) / "report.json").read_text())
+    return {"seconds": seconds, "chosen": report["blocks"]["chosen"],
+            "reduction": report["latency"]["reduction"], "stages": report.get("stages")}
+
+
+WORKERS = {"stages": work_stages, "score": work_score, "limit": work_limit, "demo": work_demo}
+
+
+def spawn(part: str, job: dict, code_root: Path, timeout: float) -> dict:
+    """Run one worker in a fresh process with ``code_root``'s ``practise_plugin`` first on the path."""
+    env = {**os.environ, "PYTHONPATH": f"{code_root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1", "PRACTISE_THREADS": "1"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", part, json.dumps(job)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=code_root)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr or proc.stdout)[-1500:]}
+    row = json.loads(lines[-1])
+    row["process_s"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def baseline_tree(rev: str, into: Path) -> Path | None:
+    """The baseline revision's files (``git archive``), or None where the history is not available."""
+    proc = subprocess.run(f"git -C {ROOT} archive {rev} | tar -x -C {into}", shell=True, capture_output=True)
+    return into if proc.returncode == 0 and (into / "practise_plugin").is_dir() else None
+
+
+# -- the sweep -----------------------------------------------------------------------------------------------
+def growth(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per model and stage, k in t ~ images^k between the smallest and the largest image count."""
+    out: dict[str, dict[str, float]] = {}
+    for model in {r["model"] for r in rows}:
+        mine = sorted((r for r in rows if r["model"] == model and "stages" in r), key=lambda r: r["images"])
+        if len(mine) < 2:
+            continue
+        lo, hi = mine[0], mine[-1]
+        ratio = math.log(hi["images"] / lo["images"])
+        out[model] = {s: round(math.log(hi["stages"][s]["wall_s"] / lo["stages"][s]["wall_s"]) / ratio, 2)
+                      for s in STAGES if s in lo["stages"] and s in hi["stages"]
+                      and min(lo["stages"][s]["wall_s"], hi["stages"][s]["wall_s"]) > 0.05}
+    return out
+
+
+def _stage_cell(row: dict, stage: str) -> str:
+    if stage not in row["stages"]:
+        return "-"
+    v = row["stages"][stage]["wall_s"] / (row["recover_iters"] if stage == "recover" else 1)
+    return f"{v:.2f}" if v < 10 else f"{v:.0f}"
+
+
+def _old_fit(rows: list[dict], model: str) -> tuple[float, float] | None:
+    """(a, b) of t = a + b * images over the baseline's measured runs of ``model`` (least squares)."""
+    pts = [(r["images"], r["old"]["wall_s"]) for r in rows if r["model"] == model and "wall_s" in r.get("old", {})]
+    if len(pts) < 2:
+        return None
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    return my - slope * mx, slope
+
+
+def markdown(res: dict) -> str:
+    lines = [f"# Scale: cost per stage ({res['machine']})", "", f"Command: `{res['command']}`", ""]
+    rows = [r for r in res["stages"] if "stages" in r]
+    if rows:
+        lines += ["## Stages (wall seconds; recover: per iteration)", "",
+                  "| model | input | images | candidates | " + " | ".join(STAGES) + " | total |",
+                  "|" + "---|" * (len(STAGES) + 5)]
+        for r in rows:
+            lines.append(f"| {r['model']} | {r['input'][1]} | {r['images']} | {r['candidates']} | "
+                         + " | ".join(_stage_cell(r, s) for s in STAGES) + f" | {r['seconds']:.0f} |")
+        for r in res["stages"]:
+            if "error" in r:
+                lines.append(f"\n{r['model']} with {r['images']} images: {r['error'].splitlines()[-1]}")
+    if res.get("growth"):
+        lines += ["", "## Growth in the number of images (k in t ~ images^k)", "",
+                  "| model | " + " | ".join(STAGES) + " |", "|" + "---|" * (len(STAGES) + 1)]
+        for model, ks in sorted(res["growth"].items()):
+            lines.append(f"| {model} | " + " | ".join(str(ks.get(s, "-")) for s in STAGES) + " |")
+    if res.get("baseline"):
+        lines += ["", f"## Closed-form scoring: this revision vs {res['baseline_rev']} (same candidates, same images)",
+                  "", "| model | images | candidates | baseline s | now s | speed-up | one teacher pass s | same MSEs |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for b in res["baseline"]:
+            old, new = b.get("old"), b["new"]
+            if "error" in new or (old is not None and "error" in old):
+                err = (new.get("error") or old.get("error")).strip().splitlines()[-1][:80]
+                lines.append(f"| {b['model']} | {b['images']} | error: {err} | | | | | |")
+                continue
+            if old is None:
+                fit = _old_fit(res["baseline"], b["model"])
+                if fit is None:
+                    continue
+                t_old, same, mark = fit[0] + fit[1] * b["images"], "-", " (extrapolated: linear fit of the runs above)"
+            else:
+                t_old, mark = old["wall_s"], ""
+                same = "yes" if all(abs(old["mse"][k] - v) <= 1e-4 * max(abs(v), 1e-12)
+                                    for k, v in new["mse"].items() if k in old["mse"]) else "no"
+            lines.append(f"| {b['model']} | {b['images']} | {new['candidates']} | {t_old:.1f}{mark} | {new['wall_s']:.1f}"
+                         f" | {t_old / new['wall_s']:.2f}x | {new['one_teacher_pass_s']:.1f} | {same} |")
+    if res.get("demo"):
+        lines += ["", f"## `practise compress` with defaults: this revision vs {res['baseline_rev']}", "",
+                  "| run | revision | seconds | chosen blocks | measured reduction |", "|---|---|---|---|---|"]
+        for i, d in enumerate(res["demo"]):
+            for rev in ("old", "new"):
+                x = d[rev]
+                if "error" in x:
+                    lines.append(f"| {i} | {rev} | error: {x['error'].splitlines()[-1][:80]} | | |")
+                else:
+                    lines.append(f"| {i} | {rev} | {x['seconds']:.0f} | {', '.join(x['chosen'])} | "
+                                 f"{x['reduction']:.1%} |")
+    if res.get("limit"):
+        lines += ["", "## Recovery against a bare torch loop (it/s, alternate runs)", "",
+                  "| model | batch | recovery it/s | bare loop it/s | ratio |", "|---|---|---|---|---|"]
+        for m in res["limit"]:
+            if "error" in m:
+                lines.append(f"| {m['model']} | error: {m['error'].splitlines()[-1][:80]} | | | |")
+                continue
+            ours, bare = sorted(m["ours"])[len(m["ours"]) // 2], sorted(m["bare"])[len(m["bare"]) // 2]
+            lines.append(f"| {m['model']} | {m['batch_size']} | {ours:.2f} | {bare:.2f} | {ours / bare:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, path: Path) -> None:
+    rows = [r for r in res["stages"] if "stages" in r]
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    labels, bottom = [f"{r['model']}\n{r['images']}" for r in rows], [0.0] * len(rows)
+    for s in STAGES:
+        vals = [r["stages"].get(s, {}).get("wall_s", 0.0) for r in rows]
+        ax.bar(labels, vals, bottom=bottom, label=s)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_ylabel("wall seconds")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_title("practise compress: seconds per stage (model / images)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    from practise_plugin.core.files import save_png
+
+    save_png(fig, path)
+    plt.close(fig)
+
+
+def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Callable[[], None]) -> None:
+    """The parts in the order of what they decide (baseline and demo first); results saved after each job."""
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        save()
+
+    def job(model: str, n: int, **kw: Any) -> dict[str, Any]:
+        return {"spec": MODELS[model], "data": make_images(MODELS[model], n, tmp), **kw}
+
+    old = None
+    if {"baseline", "demo"} & set(args.parts):
+        (tmp / "old").mkdir()
+        old = baseline_tree(args.baseline, tmp / "old")
+        if old is None:
+            log(f"baseline {args.baseline} not in this clone's history: baseline and demo parts skipped")
+    if old is not None and "baseline" in args.parts:
+        for model in args.baseline_models:
+            for k, n in enumerate(args.baseline_images):
+                revs = ("old", "new") if k % 2 == 0 else ("new", "old")  # alternate who goes first
+                done = [r for r in res["baseline"] if r["model"] == model and "wall_s" in r.get("old", {})]
+                projected = done[-1]["old"]["wall_s"] * n / done[-1]["images"] if done else 0.0
+                pair = {rev: spawn("score", job(model, n), old if rev == "old" else ROOT, args.timeout)
+                        for rev in revs if rev == "new" or projected <= args.baseline_budget}
+                res["baseline"].append({"model": model, "images": n, **pair})
+                log(f"baseline {model} {n}: old {pair.get('old', {}).get('wall_s')} new {pair['new'].get('wall_s')}")
+    if old is not None and "demo" in args.parts:
+        for i in range(args.demo_runs):
+            revs = ("old", "new") if i % 2 == 0 else ("new", "old")
+            pair = {rev: spawn("demo", {}, old if rev == "old" else ROOT, args.timeout) for rev in revs}
+            res["demo"].append(pair)
+            log(f"demo {i}: old {pair['old'].get('seconds')} new {pair['new'].get('seconds')}")
+    if "limit" in args.parts:
+        for model in args.limit_models:
+            spec = job(model, 64, iters=4 if args.quick else 20, batch_size=32, repeats=1 if args.quick else 3)
+            row = spawn("limit", spec, ROOT, args.timeout)
+            res["limit"].append({"model": model, "batch_size": spec["batch_size"], **row})
+            log(f"limit {model}: {row}")
+    if "stages" in args.parts:
+        for model in args.models:
+            for n in args.images:
+                row = spawn("stages", job(model, n, recover_iters=args.recover_iters, latency_time=args.latency_time),
+                            ROOT, args.timeout)
+                res["stages"].append({"model": model, "images": n, "recover_iters": args.recover_iters, **row})
+                res["growth"] = growth(res["stages"])
+                log(f"stages {model} {n}: {row.get('seconds', row.get('error', '')[-200:])}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--parts", nargs="+", default=["stages", "baseline", "demo", "limit"],
+                   choices=["stages", "baseline", "demo", "limit"])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--images", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--recover-iters", type=int, default=10, help="recovery iterations timed per job")
+    p.add_argument("--baseline", default="2caa93c", help="the revision to compare against")
+    p.add_argument("--baseline-models", nargs="+", default=["builtin", "resnet50"], choices=list(MODELS))
+    p.add_argument("--baseline-images", type=int, nargs="+", default=[16, 64, 256])
+    p.add_argument("--baseline-budget", type=float, default=900.0,
+                   help="skip a baseline run projected (linearly) past this many seconds; its time is then "
+                        "extrapolated from a linear fit of its runs")
+    p.add_argument("--latency-time", type=float, default=2.0, help="seconds per latency comparison (the default)")
+    p.add_argument("--demo-runs", type=int, default=1)
+    p.add_argument("--limit-models", nargs="+", default=["builtin", "resnet18"], choices=list(MODELS))
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds one job may take")
+    p.add_argument("--quick", action="store_true", help="smoke run: the built-in network, 16 images, stages and limit")
+    p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: run one worker, print its JSON
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--name", default=None)
+    args = p.parse_args(argv)
+    if args.one:
+        import torch
+
+        torch.set_num_threads(1)
+        print(json.dumps(WORKERS[args.one[0]](json.loads(args.one[1]))))
+        return 0
+    if args.quick:
+        args.models, args.images, args.recover_iters, args.latency_time = ["builtin"], [16], 2, 0.2
+        args.parts = [x for x in args.parts if x in ("stages", "limit")]
+        args.limit_models = ["builtin"]
+    name = args.name or ("scale-quick" if args.quick else "scale")
+    res: dict[str, Any] = {"command": "python benchmarks/scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                           "machine": f"{os.cpu_count()} cores, 1 torch thread per job", "baseline_rev": args.baseline,
+                           "stages": [], "baseline": [], "demo": [], "limit": []}
+    from practise_plugin.core.files import atomic_write_json, atomic_write_text
+
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        atomic_write_json(args.out / f"{name}.json", res)
+        atomic_write_text(args.out / f"{name}.md", markdown(res))
+
+    tmp = Path(tempfile.mkdtemp(prefix="practise-scale-"))
+    try:
+        run_parts(args, res, tmp, save)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    save()
+    plot(res, args.out / f"{name}.png")
+    print(markdown(res))
+    failed = [r for r in res["stages"] + res["limit"] if "error" in r]
+    return 1 if failed and args.quick else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
