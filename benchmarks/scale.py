@@ -285,6 +285,8 @@ def markdown(res: dict) -> str:
             if old is None:
                 fit = _old_fit(res["baseline"], b["model"])
                 if fit is None:
+                    lines.append(f"| {b['model']} | {b['images']} | {new['candidates']} | not run (over the budget) | "
+                                 f"{new['wall_s']:.1f} | - | {new['one_teacher_pass_s']:.1f} | - |")
                     continue
                 t_old, same, mark = fit[0] + fit[1] * b["images"], "-", " (extrapolated: linear fit of the runs above)"
             else:
@@ -349,6 +351,9 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
         print(msg, flush=True)
         save()
 
+    def done(part: str, model: str, n: int | None = None) -> bool:
+        return any(r.get("model") == model and (n is None or r.get("images") == n) for r in res[part])
+
     def job(model: str, n: int, **kw: Any) -> dict[str, Any]:
         return {"spec": MODELS[model], "data": make_images(MODELS[model], n, tmp), **kw}
 
@@ -361,6 +366,8 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
     if old is not None and "baseline" in args.parts:
         for model in args.baseline_models:
             for k, n in enumerate(args.baseline_images):
+                if done("baseline", model, n):
+                    continue
                 revs = ("old", "new") if k % 2 == 0 else ("new", "old")  # alternate who goes first
                 done = [r for r in res["baseline"] if r["model"] == model and "wall_s" in r.get("old", {})]
                 projected = done[-1]["old"]["wall_s"] * n / done[-1]["images"] if done else 0.0
@@ -369,13 +376,15 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
                 res["baseline"].append({"model": model, "images": n, **pair})
                 log(f"baseline {model} {n}: old {pair.get('old', {}).get('wall_s')} new {pair['new'].get('wall_s')}")
     if old is not None and "demo" in args.parts:
-        for i in range(args.demo_runs):
+        for i in range(len(res["demo"]), args.demo_runs):
             revs = ("old", "new") if i % 2 == 0 else ("new", "old")
             pair = {rev: spawn("demo", {}, old if rev == "old" else ROOT, args.timeout) for rev in revs}
             res["demo"].append(pair)
             log(f"demo {i}: old {pair['old'].get('seconds')} new {pair['new'].get('seconds')}")
     if "limit" in args.parts:
         for model in args.limit_models:
+            if done("limit", model):
+                continue
             spec = job(model, 64, iters=4 if args.quick else 20, batch_size=32, repeats=1 if args.quick else 3)
             row = spawn("limit", spec, ROOT, args.timeout)
             res["limit"].append({"model": model, "batch_size": spec["batch_size"], **row})
@@ -383,6 +392,8 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
     if "stages" in args.parts:
         for model in args.models:
             for n in args.images:
+                if done("stages", model, n):
+                    continue
                 row = spawn("stages", job(model, n, recover_iters=args.recover_iters, latency_time=args.latency_time),
                             ROOT, args.timeout)
                 res["stages"].append({"model": model, "images": n, "recover_iters": args.recover_iters, **row})
@@ -409,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds one job may take")
     p.add_argument("--quick", action="store_true", help="smoke run: the built-in network, 16 images, stages and limit")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: run one worker, print its JSON
+    p.add_argument("--resume", action="store_true", help="keep the rows of an earlier run in --out and run the rest")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default=None)
     args = p.parse_args(argv)
@@ -429,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     from practise_plugin.core.files import atomic_write_json, atomic_write_text
 
     args.out.mkdir(parents=True, exist_ok=True)
+    earlier = args.out / f"{name}.json"
+    if args.resume and earlier.exists():
+        kept = json.loads(earlier.read_text())
+        for part in ("stages", "baseline", "demo", "limit"):
+            res[part] = [r for r in kept.get(part, []) if "error" not in r]
+        res["command"] = kept.get("command", "") + " ; " + res["command"]
 
     def save() -> None:
         atomic_write_json(args.out / f"{name}.json", res)

@@ -168,3 +168,12 @@ def test_scale_growth_is_the_exponent_between_image_counts():
     assert scale.growth(rows) == {"m": {"score": 1.0, "load": 0.0}}
     fit = scale._old_fit([{"model": "m", "images": n, "old": {"wall_s": 3 + 2 * n}} for n in (16, 64)], "m")
     assert fit == (3.0, 2.0)
+
+
+def test_gpu_benchmark_says_it_needs_a_gpu_here(capsys):
+    gpu = _load("gpu")
+    if torch.cuda.is_available():  # on a GPU machine: the real thing, one small model
+        assert gpu.main(["--models", "builtin", "--images", "64", "--iters", "5", "--repeats", "1"]) == 0
+    else:
+        assert gpu.main([]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err

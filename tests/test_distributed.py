@@ -125,3 +125,14 @@ def test_a_global_batch_that_does_not_divide_over_the_ranks_is_refused(tmp_path)
                     "--batch-size", "33", "--latency-backend", "macs", "--no-export", "--quiet", "--out", str(out))
     assert proc.returncode != 0
     assert "multiple of 2" in proc.stderr
+
+
+def test_the_swd_regulariser_in_a_users_own_ddp_loop(tmp_path):
+    out = tmp_path / "swd.pt"
+    proc = torchrun(2, "integrations/torch_ddp/swd_ddp.py", "--epochs", "2", "--images", "512", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("pruned: 10.0% of the weights kept") == 1  # rank 0 reports once
+    state = torch.load(out, weights_only=True)
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() > 1]
+    kept = sum(int((w != 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert abs(kept - 0.10) < 0.01
