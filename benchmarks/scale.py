@@ -194,14 +194,42 @@ def work_demo(job: dict) -> dict:
             "reduction": report["latency"]["reduction"], "stages": report.get("stages")}
 
 
-WORKERS = {"stages": work_stages, "score": work_score, "limit": work_limit, "demo": work_demo}
+def work_shard(job: dict) -> dict:
+    """Closed-form scoring of every candidate on this torchrun group (one thread per rank); rank 0 reports."""
+    from practise_plugin import RecoverabilityScorer, discover_blocks
+    from practise_plugin.core import distributed
+
+    distributed.init_from_env("cpu")
+    bundle = _load(job["spec"])
+    data = _data(job)
+    blocks = discover_blocks(bundle.model.eval(), data.images[:1], count_cost=False)
+    if distributed.active():
+        torch_barrier()
+    t0 = time.perf_counter()
+    scores = RecoverabilityScorer(bundle.model, data, method="closed_form", batch_size=64).score(blocks, False)
+    wall = time.perf_counter() - t0
+    out = {"ranks": distributed.world_size(), "wall_s": wall, "mse": [r.mse for r in scores]}
+    distributed.shutdown()
+    return out if distributed.is_main() else {}
 
 
-def spawn(part: str, job: dict, code_root: Path, timeout: float) -> dict:
-    """Run one worker in a fresh process with ``code_root``'s ``practise_plugin`` first on the path."""
+def torch_barrier() -> None:
+    import torch
+
+    torch.distributed.barrier()
+
+
+WORKERS = {"stages": work_stages, "score": work_score, "limit": work_limit, "demo": work_demo, "shard": work_shard}
+
+
+def spawn(part: str, job: dict, code_root: Path, timeout: float, ranks: int = 0) -> dict:
+    """Run one worker in a fresh process (or, with ``ranks``, a torchrun group of that many) with
+    ``code_root``'s ``practise_plugin`` first on the path."""
     env = {**os.environ, "PYTHONPATH": f"{code_root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1", "PRACTISE_THREADS": "1"}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", part, json.dumps(job)]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks \
+        else [sys.executable]
+    cmd = [*launch, str(Path(__file__).resolve()), "--one", part, json.dumps(job)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=code_root)
@@ -306,6 +334,18 @@ def markdown(res: dict) -> str:
                 else:
                     lines.append(f"| {i} | {rev} | {x['seconds']:.0f} | {', '.join(x['chosen'])} | "
                                  f"{x['reduction']:.1%} |")
+    if res.get("shard"):
+        lines += ["", "## Sharded scoring under torchrun (one thread per rank, alternate runs)", "",
+                  "| model | images | 1 rank s | 2 ranks s | ratio | same scores |", "|---|---|---|---|---|---|"]
+        for m in res["shard"]:
+            one, two = m.get("1", []), m.get("2", [])
+            ok = [r for r in one + two if "wall_s" in r]
+            if len(ok) < len(one + two) or not one:
+                lines.append(f"| {m['model']} | {m['images']} | error | | | |")
+                continue
+            a, b = min(r["wall_s"] for r in one), min(r["wall_s"] for r in two)
+            same = all(r["mse"] == one[0]["mse"] for r in one + two)
+            lines.append(f"| {m['model']} | {m['images']} | {a:.1f} | {b:.1f} | {b / a:.2f} | {'yes' if same else 'no'} |")
     if res.get("limit"):
         lines += ["", "## Recovery against a bare torch loop (it/s, alternate runs)", "",
                   "| model | batch | recovery it/s | bare loop it/s | ratio |", "|---|---|---|---|---|"]
@@ -389,6 +429,17 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
             row = spawn("limit", spec, ROOT, args.timeout)
             res["limit"].append({"model": model, "batch_size": spec["batch_size"], **row})
             log(f"limit {model}: {row}")
+    if "shard" in args.parts:
+        for model in args.shard_models:
+            if done("shard", model):
+                continue
+            spec = job(model, args.shard_images)
+            pair = {}
+            for k in range(args.shard_repeats):  # alternate 1 and 2 ranks
+                for ranks in ((1, 2) if k % 2 == 0 else (2, 1)):
+                    pair.setdefault(str(ranks), []).append(spawn("shard", spec, ROOT, args.timeout, ranks=ranks))
+            res["shard"].append({"model": model, "images": args.shard_images, **pair})
+            log(f"shard {model}: {pair}")
     if "stages" in args.parts:
         for model in args.models:
             for n in args.images:
@@ -403,8 +454,11 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", nargs="+", default=["stages", "baseline", "demo", "limit"],
-                   choices=["stages", "baseline", "demo", "limit"])
+    p.add_argument("--parts", nargs="+", default=["stages", "baseline", "demo", "limit", "shard"],
+                   choices=["stages", "baseline", "demo", "limit", "shard"])
+    p.add_argument("--shard-models", nargs="+", default=["builtin", "resnet18"], choices=list(MODELS))
+    p.add_argument("--shard-images", type=int, default=128)
+    p.add_argument("--shard-repeats", type=int, default=2)
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--images", type=int, nargs="+", default=[64, 256])
     p.add_argument("--recover-iters", type=int, default=10, help="recovery iterations timed per job")
@@ -428,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(1)
-        print(json.dumps(WORKERS[args.one[0]](json.loads(args.one[1]))))
+        row = WORKERS[args.one[0]](json.loads(args.one[1]))
+        if row:  # torchrun's other ranks have nothing to say
+            print(json.dumps(row), flush=True)
         return 0
     if args.quick:
         args.models, args.images, args.recover_iters, args.latency_time = ["builtin"], [16], 2, 0.2
@@ -437,14 +493,14 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or ("scale-quick" if args.quick else "scale")
     res: dict[str, Any] = {"command": "python benchmarks/scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                            "machine": f"{os.cpu_count()} cores, 1 torch thread per job", "baseline_rev": args.baseline,
-                           "stages": [], "baseline": [], "demo": [], "limit": []}
+                           "stages": [], "baseline": [], "demo": [], "limit": [], "shard": []}
     from practise_plugin.core.files import atomic_write_json, atomic_write_text
 
     args.out.mkdir(parents=True, exist_ok=True)
     earlier = args.out / f"{name}.json"
     if args.resume and earlier.exists():
         kept = json.loads(earlier.read_text())
-        for part in ("stages", "baseline", "demo", "limit"):
+        for part in ("stages", "baseline", "demo", "limit", "shard"):
             res[part] = [r for r in kept.get(part, []) if "error" not in r]
         res["command"] = kept.get("command", "") + " ; " + res["command"]
 

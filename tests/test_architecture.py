@@ -140,10 +140,13 @@ def test_the_checker_sees_a_planted_cycle_and_an_upward_import(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["compress", "--help"], ["nncf", "--help"], ["strategies", "--help"],
-                                  ["bench", "--help"], ["export", "--help"], ["discover", "--help"]])
+                                  ["bench", "--help"], ["export", "--help"], ["discover", "--help"],
+                                  ["compress", "--latency-reduction", "0"], ["compress", "--strategy", "nope"],
+                                  ["compress", "--recover-iters", "-3"]])
 def test_help_loads_no_heavy_library(argv):
-    """``practise ... --help`` must answer at once: none of torch, OpenVINO, NNCF, Torch-Pruning, timm is
-    imported (measured CPU time is in the README; this checks the cause, which does not depend on load)."""
+    """``practise ... --help`` and an option error must answer at once: none of torch, OpenVINO, NNCF,
+    Torch-Pruning, timm is imported (measured CPU time is in the README; this checks the cause, which does
+    not depend on load)."""
     code = (
         "import sys, json\n"
         "from practise_plugin.cli import main\n"

@@ -16,7 +16,7 @@ from ..core.errors import ConfigError
 from ..export import PRECISIONS
 from ..models import DEMO_SAMPLES, SPEC_FORMS
 from ..runtime import BACKENDS, COMPARE_TIME_S
-from ..strategies import get_strategy, list_strategies
+from ..strategies import build_config, get_strategy, list_strategies
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -90,11 +90,6 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from ..api import compress_job
-
-    console = Console(stderr=True, quiet=args.quiet)
     options = _options(args)
     if args.config is not None:
         if options:
@@ -102,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
                               f"line (got --{', --'.join(k.replace('_', '-') for k in options)})")
         return _run_config(args)
     get_strategy(args.strategy)  # an unknown name fails before anything loads
+    build_config(args.strategy, None, **options)  # so does a bad option value (< 1 s: no torch yet)
+    from ..api import compress_job
     from ..core import distributed
 
     distributed.init_from_env(args.device)  # under torchrun: join the ranks (a no-op otherwise)
@@ -120,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
         distributed.shutdown()
     if not speaks:  # rank 0 prints and writes for all ranks
         return 0
+    from rich.console import Console
+
     for line in notes:
-        console.print(line)
+        Console(stderr=True, quiet=args.quiet).print(line)
     _print_summary(Console(quiet=False), report)
     return 0
 
