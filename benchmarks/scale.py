@@ -190,8 +190,8 @@ def work_demo(job: dict) -> dict:
         if proc.returncode != 0:
             return {"error": proc.stderr[-2000:]}
         report = json.loads((Path(out) / "report.json").read_text())
-    return {"seconds": seconds, "chosen": report["blocks"]["chosen"],
-            "reduction": report["latency"]["reduction"], "stages": report.get("stages")}
+    return {"seconds": seconds, "chosen": report["blocks"]["chosen"], "reduction": report["latency"]["reduction"],
+            "stages": report.get("stages"), **{k: report.get(k) for k in ("latency", "macs", "params", "accuracy")}}
 
 
 def work_shard(job: dict) -> dict:

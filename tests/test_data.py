@@ -81,3 +81,24 @@ def test_cifar_python_batches(tmp_path):
     assert data.images.shape == (20, 3, 224, 224) and data.labels.tolist() == labels
     with pytest.raises(DataError, match="no CIFAR train batches"):
         load_cifar_batches(tmp_path, IMAGENET_CONFIG, split="train")
+
+
+class _Payload:
+    """Unpickling this calls ``pathlib.Path.touch``: what a tampered CIFAR batch could do."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):  # noqa: ANN204
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.target),)
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    with open(tmp_path / "test_batch", "wb") as fh:
+        pickle.dump({"data": np.zeros((1, 3072), np.uint8), "labels": [0], "x": _Payload(str(marker))}, fh)
+    with pytest.raises(DataError, match="pathlib.*could run code"):
+        load_cifar_batches(tmp_path, IMAGENET_CONFIG)
+    assert not marker.exists()
