@@ -55,7 +55,7 @@ TIMM = {
     "vision_transformer_relpos": "vit_relpos_small_patch16_224", "volo": "volo_d1_224", "vovnet": "ese_vovnet19b_dw",
     "xception": "legacy_xception", "xception_aligned": "xception41", "xcit": "xcit_nano_12_p16_224",
     "mambaout": "mambaout_femto", "rdnet": "rdnet_tiny", "fasternet": "fasternet_t0", "shvit": "shvit_s1",
-    "lcnetv2": "lcnetv2_050", "efficientvim": "efficientvim_m1", "cspnext": "cspnext_s", "iformer": "iformer_t",
+    "lcnetv2": "lcnetv2_small", "efficientvim": "efficientvim_m1", "cspnext": "cspnext_s", "iformer": "iformer_t",
     "lowformer": "lowformer_b0", "vitamin": "vitamin_small_224",
 }
 TORCHVISION = [
