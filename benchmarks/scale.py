@@ -102,6 +102,7 @@ def work_stages(job: dict) -> dict:
     with tempfile.TemporaryDirectory() as out:
         report = compress_job(out, bundle, data=data, eval_data=data, recover_iters=job["recover_iters"],
                               num_threads=1, latency_time=job["latency_time"], latency_cache=Path(out) / "cache",
+                              latency_backend=job.get("latency_backend", "openvino"),
                               progress=False, seed=0)
     stages = {"load": load, **report["stages"]}
     return {"stages": stages, "candidates": len(report["blocks"]["candidates"]), "chosen": report["blocks"]["chosen"],
@@ -131,7 +132,8 @@ def work_score(job: dict) -> dict:
 
 
 def work_limit(job: dict) -> dict:
-    """Recovery against a bare loop with the same work per step, alternately, on one dropped student."""
+    """Recovery against a bare loop with the same work per step (augmented batch, teacher forward, student
+    forward/backward, SGD step), alternately, on one dropped student."""
     import torch
     import torch.nn.functional as F
 
@@ -147,15 +149,16 @@ def work_limit(job: dict) -> dict:
     student = drop_blocks(teacher, [blocks[len(blocks) // 2].name])
     point = find_feature_point(teacher, data.images[:1])
     iters, bs = job["iters"], job["batch_size"]
-    cfg = RecoveryConfig(iters=iters, batch_size=bs, augment=False, checkpoint_every=0)
+    cfg = RecoveryConfig(iters=iters, batch_size=bs, checkpoint_every=0)  # the default: augmented batches
 
     def ours() -> float:
         t = time.perf_counter()
         recover(student, teacher, data, cfg, point=point, progress=False)
         return iters / (time.perf_counter() - t)
 
-    def bare() -> float:  # what a hand-written loop would do: no feature hooks, no checks, no logging
+    def bare() -> float:  # a hand-written loop with the same work per step: no checks, no logging
         from practise_plugin.core.torch_utils import copy_model
+        from practise_plugin.practise.recovery import augment_batch
 
         net = copy_model(student).train()
         opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -163,7 +166,7 @@ def work_limit(job: dict) -> dict:
         gen = torch.Generator().manual_seed(0)
         t = time.perf_counter()
         for _ in range(iters):
-            x = data.images[torch.randint(0, len(data), (bs,), generator=gen)]
+            x = augment_batch(data.images[torch.randint(0, len(data), (bs,), generator=gen)], gen)
             with torch.no_grad():
                 target = t_fn(x)
             loss = F.mse_loss(s_fn(x), target)
@@ -445,8 +448,8 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
             for n in args.images:
                 if done("stages", model, n):
                     continue
-                row = spawn("stages", job(model, n, recover_iters=args.recover_iters, latency_time=args.latency_time),
-                            ROOT, args.timeout)
+                row = spawn("stages", job(model, n, recover_iters=args.recover_iters, latency_time=args.latency_time,
+                                          latency_backend="macs" if args.quick else "openvino"), ROOT, args.timeout)
                 res["stages"].append({"model": model, "images": n, "recover_iters": args.recover_iters, **row})
                 res["growth"] = growth(res["stages"])
                 log(f"stages {model} {n}: {row.get('seconds', row.get('error', '')[-200:])}")
@@ -472,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo-runs", type=int, default=1)
     p.add_argument("--limit-models", nargs="+", default=["builtin", "resnet18"], choices=list(MODELS))
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds one job may take")
-    p.add_argument("--quick", action="store_true", help="smoke run: the built-in network, 16 images, stages and limit")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: the built-in network, 16 images, stages (MACs for latency) and limit")
     p.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: run one worker, print its JSON
     p.add_argument("--resume", action="store_true", help="keep the rows of an earlier run in --out and run the rest")
     p.add_argument("--out", type=Path, default=RESULTS)
