@@ -199,6 +199,8 @@ def work_demo(job: dict) -> dict:
 
 def work_shard(job: dict) -> dict:
     """Closed-form scoring of every candidate on this torchrun group (one thread per rank); rank 0 reports."""
+    import torch
+
     from practise_plugin import RecoverabilityScorer, discover_blocks
     from practise_plugin.core import distributed
 
@@ -207,19 +209,13 @@ def work_shard(job: dict) -> dict:
     data = _data(job)
     blocks = discover_blocks(bundle.model.eval(), data.images[:1], count_cost=False)
     if distributed.active():
-        torch_barrier()
+        torch.distributed.barrier()  # every rank has loaded: time the scoring only
     t0 = time.perf_counter()
     scores = RecoverabilityScorer(bundle.model, data, method="closed_form", batch_size=64).score(blocks, False)
     wall = time.perf_counter() - t0
     out = {"ranks": distributed.world_size(), "wall_s": wall, "mse": [r.mse for r in scores]}
     distributed.shutdown()
     return out if distributed.is_main() else {}
-
-
-def torch_barrier() -> None:
-    import torch
-
-    torch.distributed.barrier()
 
 
 WORKERS = {"stages": work_stages, "score": work_score, "limit": work_limit, "demo": work_demo, "shard": work_shard}
@@ -241,7 +237,7 @@ def spawn(part: str, job: dict, code_root: Path, timeout: float, ranks: int = 0)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr or proc.stdout)[-1500:]}
-    row = json.loads(lines[-1])
+    row, _ = json.JSONDecoder().raw_decode(lines[-1])  # a rank's stray output may follow on the line
     row["process_s"] = round(time.perf_counter() - t0, 1)
     return row
 

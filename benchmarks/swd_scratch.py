@@ -143,16 +143,16 @@ def run_cell(name: str, mode: str, target: float, method: str, seed: int, args: 
     return cell
 
 
-def markdown(cells: list[dict], args: argparse.Namespace) -> str:
-    lines = [f"From scratch, {args.epochs} epochs per method in all (baseline: {split(args.epochs)[0]} + "
-             f"{split(args.epochs)[1]} fine-tune), top-1 on {cells[0]['test_images'] if cells else 0} "
-             "Fashion-MNIST test images, mean (and each seed) over seeds.", "",
-             "| model | mode | removed | SWD (no fine-tune) | prune + fine-tune | kept (SWD / baseline) | "
-             "norm the prune cut (SWD) | latency vs dense (SWD / baseline) |", "|---|---|---|---|---|---|---|---|"]
-    keys = sorted({(c["model"], c["mode"], c["target"]) for c in cells})
-    for model, mode, target in keys:
-        row = {m: [c for c in cells if (c["model"], c["mode"], c["target"], c["method"]) == (model, mode, target, m)]
-               for m in ("swd", "baseline")}
+def markdown(cells: list[dict]) -> str:
+    lines = ["From scratch; T epochs per method in all (SWD: T with the penalty; baseline: 3/4 T training, magnitude "
+             "prune, 1/4 T fine-tune); top-1 on the Fashion-MNIST test images, mean (and each seed) over seeds.", "",
+             "| model | mode | T epochs | train images | removed | SWD (no fine-tune) | prune + fine-tune | "
+             "kept (SWD / baseline) | norm the prune cut (SWD) | latency vs dense (SWD / baseline) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(c["model"], c["mode"], c["epochs"], c["target"]) for c in cells})
+    for model, mode, epochs, target in keys:
+        row = {m: [c for c in cells if (c["model"], c["mode"], c["epochs"], c["target"], c["method"])
+                   == (model, mode, epochs, target, m)] for m in ("swd", "baseline")}
         if not all(row.values()):
             continue
 
@@ -165,8 +165,8 @@ def markdown(cells: list[dict], args: argparse.Namespace) -> str:
         lat = " / ".join(f"{statistics.fmean(c['latency_ratio'] for c in row[m]):.3f}" if "latency_ratio" in row[m][0]
                          else "-" for m in ("swd", "baseline"))
         cut = statistics.fmean(c["removed_norm_fraction"] for c in row["swd"])
-        lines.append(f"| {model} | {mode} | {target:.1%} | {acc(row['swd'])} | {acc(row['baseline'])} | {kept} | "
-                     f"{cut:.2e} | {lat} |")
+        lines.append(f"| {model} | {mode} | {epochs} | {row['swd'][0]['train_images']} | {target:.1%} | "
+                     f"{acc(row['swd'])} | {acc(row['baseline'])} | {kept} | {cut:.2e} | {lat} |")
     return "\n".join(lines) + "\n"
 
 
@@ -233,12 +233,12 @@ def main(argv: list[str] | None = None) -> int:
                     atomic_write_json(path, cell)
                     cells.append(cell)
                     print(json.dumps({k: v for k, v in cell.items() if k not in ("outside_norm", "a")}), flush=True)
-    # the report covers every finished cell of this sweep (earlier invocations included), not only this run's
-    cells = [json.loads(f.read_text()) for f in sorted(folder.glob(f"*-e{args.epochs}.json"))]
-    atomic_write_json(args.out / name / f"{name}.json", {"epochs": args.epochs, "cells": cells})
-    atomic_write_text(args.out / name / f"{name}.md", markdown(cells, args))
+    # the report covers every finished cell of this sweep (earlier invocations, other epochs included)
+    cells = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    atomic_write_json(args.out / name / f"{name}.json", {"cells": cells})
+    atomic_write_text(args.out / name / f"{name}.md", markdown(cells))
     plot(cells, args.out / name / f"{name}.png")
-    print(markdown(cells, args))
+    print(markdown(cells))
     return 0 if all(math.isfinite(c["top1"]) for c in cells) else 1
 
 
