@@ -113,8 +113,7 @@ def test_compress_under_torchrun_picks_the_blocks_of_one_process_and_writes_once
         assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
             "model.pt", "report.json", "report.png"]
     assert runs[2]["blocks"]["chosen"] == runs[1]["blocks"]["chosen"]
-    assert runs[2]["recoverability"] == runs[1]["recoverability"] or all(
-        a["mse"] == b["mse"] for a, b in zip(runs[2]["recoverability"], runs[1]["recoverability"]))
+    assert [r["mse"] for r in runs[2]["recoverability"]] == [r["mse"] for r in runs[1]["recoverability"]]
     mse2, mse1 = runs[2]["feature_mse"]["recovered"], runs[1]["feature_mse"]["recovered"]
     assert abs(mse2 - mse1) <= 0.5 * mse1  # BatchNorm trains on half batches per rank (see above)
 

@@ -35,10 +35,13 @@ TIMEOUT_S = float(os.environ.get("PRACTISE_DIST_TIMEOUT", "300"))
 _ALONE = [False]
 
 
+def _joined() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def active() -> bool:
     """Whether this process is one of several in an initialised group, working together (not :func:`alone`)."""
-    return (not _ALONE[0] and torch.distributed.is_available() and torch.distributed.is_initialized()
-            and world_size() > 1)
+    return not _ALONE[0] and world_size() > 1
 
 
 @contextlib.contextmanager
@@ -52,12 +55,11 @@ def alone() -> Iterator[None]:
 
 
 def rank() -> int:
-    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+    return torch.distributed.get_rank() if _joined() else 0
 
 
 def world_size() -> int:
-    ok = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return torch.distributed.get_world_size() if ok else 1
+    return torch.distributed.get_world_size() if _joined() else 1
 
 
 def is_main() -> bool:
@@ -70,7 +72,7 @@ def init_from_env(device: str = "cpu", timeout_s: float = TIMEOUT_S) -> bool:
     is none. CUDA ranks use nccl and the GPU ``LOCAL_RANK``; CPU ranks use gloo."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.distributed.is_available():
         return False
-    if torch.distributed.is_initialized():
+    if _joined():
         return True
     cuda = device.startswith("cuda")
     if cuda:
@@ -87,7 +89,7 @@ def device_for_rank(device: str) -> str:
 
 
 def shutdown() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if _joined():
         torch.distributed.destroy_process_group()
 
 
