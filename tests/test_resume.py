@@ -141,3 +141,26 @@ def test_capture_many_is_one_forward_with_each_capture(teacher, tiny):
             capture_many(model, ["layer1.1", "nowhere"], fn, x)
     finally:
         del model.nowhere
+
+
+def test_reader_passes_move_their_start_to_the_unit_holding_the_reader(monkeypatch):
+    """Dropping layer1.1 of resnet18: its readers (layer2.0's conv1 and downsample) are fitted from passes
+    started at layer2.0, with the student's input there computed once, not from passes through layer1.0."""
+    bundle = random_model("torchvision:resnet18")
+    model = bundle.model.eval()
+    data = ImageSet(torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    block = next(b for b in discover_blocks(model, data.images[:1], count_cost=False) if b.name == "layer1.1")
+    scorer = RecoverabilityScorer(model, data, batch_size=4)
+    entered: list[tuple[str, str]] = []
+    enter = StartAt.__enter__
+
+    def spy(self: StartAt) -> StartAt:
+        entered.append(("student" if self.model is scorer.work else "teacher", self.path))
+        return enter(self)
+
+    monkeypatch.setattr(StartAt, "__enter__", spy)
+    moved = scorer.fit(block)[0]
+    assert ("student", "layer2.0") in entered and ("teacher", "layer2.0") in entered, entered
+    monkeypatch.setattr(StartAt, "__enter__", enter)
+    full = RecoverabilityScorer(model, data, batch_size=4, cache_bytes=0).fit(block)[0]
+    assert abs(moved.mse - full.mse) <= 1e-5 * full.mse and moved.mse < moved.mse_dropped

@@ -20,6 +20,9 @@ Closed form and none need the forward passes only from the unit before the hole 
 the teacher up to there. The teacher's input of that unit is computed once for the tiny set (rolled from
 one unit to the next as candidates are scored in forward order) and every pass starts there
 (:mod:`practise_plugin.graph.resume`), which gives the same values as full passes at a fraction of the cost.
+The post-adaptors are fitted in forward order and each pass moves its start on to the unit holding the
+next reader, so a stage of k readers costs k unit passes, not k passes from the hole. The Grams are
+products of float32 batches summed in float64 (:func:`_gram`), the solves Cholesky factorisations.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from ..graph.discover import Block
 from ..graph.features import FeaturePoint, capture, capture_many, collect_features, feature_fn, find_feature_point
 from ..graph.resume import StartAt, reproduces
 from ..graph.structure import output_relu
+from ..graph.trace import parent_path
 from ..surgery.drop import dropped_temporarily
 from .adaptors import Adaptors, AdaptorSite, StreamAnalysis
 
@@ -103,6 +107,16 @@ def _pre_activation(model: nn.Module, act: str, unit: str, fn, x: torch.Tensor) 
     return box[-1]
 
 
+def _gram(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``b a^T`` of one batch's (C, M) float32 views, in float64 for the sum over batches.
+
+    The product runs in float32 (twice the BLAS rate of float64 on CPU, and what a GPU is fast at); each
+    batch's sum over its M positions then carries float32's relative error (~1e-6), far below the ridge
+    that regularises every solve, and the batches add up in float64.
+    """
+    return (b @ a.t()).double()
+
+
 def _ridge_toward(prior: torch.Tensor, xx: torch.Tensor, yx: torch.Tensor, ridge: float) -> torch.Tensor:
     """argmin_P ||Y - P X||^2 + lam ||P - prior||^2 from the Grams ``X X^T`` and ``Y X^T``.
 
@@ -111,7 +125,31 @@ def _ridge_toward(prior: torch.Tensor, xx: torch.Tensor, yx: torch.Tensor, ridge
     """
     lam = ridge * float(torch.trace(xx)) / xx.shape[0] + 1e-12
     eye = torch.eye(xx.shape[0], dtype=xx.dtype)
-    return torch.linalg.solve((xx + lam * eye).t(), (yx + lam * prior).t()).t()
+    chol, info = torch.linalg.cholesky_ex(xx + lam * eye)  # symmetric positive definite: half the work of LU
+    if int(info) != 0:
+        return torch.linalg.solve((xx + lam * eye).t(), (yx + lam * prior).t()).t()
+    return torch.cholesky_solve((yx + lam * prior).t(), chol).t()
+
+
+class _Moved:
+    """The student/teacher starts moved past the scorer's start unit (entered on top of it, let go first)."""
+
+    def __init__(self) -> None:
+        self.pair: list[StartAt] = []
+
+    def move(self, pair: list[StartAt]) -> None:
+        for s in reversed(self.pair):
+            s.__exit__(None, None, None)
+        self.pair = []
+        for s in pair:
+            s.__enter__()
+            self.pair.append(s)
+
+    def __enter__(self) -> _Moved:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.move([])
 
 
 class RecoverabilityScorer:
@@ -297,22 +335,22 @@ class RecoverabilityScorer:
             conv = o1.dim() == 4
 
             def flat(z: torch.Tensor, conv: bool = conv) -> torch.Tensor:
-                return _channels_first(z, conv).double().cpu()
+                return _channels_first(z, conv).float().cpu()
 
             # u_w = o1 minus the stream with writer w zeroed; the last one follows from the sum, o1 - e = sum_w u_w
             u = [flat(o1 - stream(x, [0.0 if k == w else 1.0 for k in range(n)])) for w in range(n - 1)]
             u.append(flat(o1 - e) - sum(u))  # sum([]) is 0: one writer gives u = o1 - e
             y = [flat(raw[w]) for w in range(n)]
             big = torch.cat(u)
-            xx += big @ big.t()
+            xx += _gram(big, big)
             t = flat(capture(self.ref, target, t_fn, x, output=True))
             if act is not None:
                 t = torch.where(t > 0, t, flat(o1).clamp_max(0.0))
-            yx += (t - flat(e)) @ big.t()
+            yx += _gram(t - flat(e), big)
             for w in range(n):
-                uy[w] += (u[w] * y[w]).sum(1)
-                yy[w] += (y[w] * y[w]).sum(1)
-                uu[w] += (u[w] * u[w]).sum(1)
+                uy[w] += (u[w] * y[w]).sum(1).double()
+                yy[w] += (y[w] * y[w]).sum(1).double()
+                uu[w] += (u[w] * u[w]).sum(1).double()
         d = uy / yy.clamp_min(1e-30)
         off_diagonal = float((uu - uy * d).sum() / uu.sum().clamp_min(1e-30))
         if signal == 0.0 or off_diagonal > 1e-4:
@@ -332,7 +370,13 @@ class RecoverabilityScorer:
         return False
 
     @torch.no_grad()
-    def _fit_closed_form(self, adaptors: Adaptors, plans: list[_PreFit], starts: list[StartAt]) -> None:
+    def _fit_closed_form(self, adaptors: Adaptors, plans: list[_PreFit], starts: list[StartAt], moved: _Moved) -> list[StartAt]:
+        """Fit the pre-adaptors, then the readers in forward order; returns the starts for the final pass.
+
+        Before each group of readers the passes move their start forward to the unit that holds it (the
+        student's input there computed once, with the adaptors fitted so far): a reader then costs a pass
+        through its own unit, not through every unit from the hole to it.
+        """
         for plan in plans:
             self._fit_pre_closed_form(adaptors, plan, starts)
         s_fn = feature_fn(self.work, self.point)
@@ -341,7 +385,51 @@ class RecoverabilityScorer:
             (i for i, s in enumerate(adaptors.sites) if s.side == "in"), key=lambda i: self.order[adaptors.sites[i].module]
         )
         for group in self._reading_together(adaptors, readers):
+            starts = self._move_to(self._holder([adaptors.sites[i].module for i in group], starts), adaptors, starts, moved)
             self._fit_readers(adaptors, group, starts, s_fn, t_fn)
+        return starts
+
+    def _holder(self, paths: list[str], starts: list[StartAt]) -> str | None:
+        """The deepest module holding every one of ``paths`` that runs once, after the current start: where
+        their passes can start (None: nowhere past the current start)."""
+        trace = self.analysis.trace
+        holder = parent_path(paths[0])
+        while holder and not all(p.startswith(holder + ".") for p in paths):
+            holder = parent_path(holder)
+        current = starts[-1].path if starts else None
+        if (not holder or trace.calls.get(holder) != 1 or holder not in trace.in_shape
+                or (current is not None and self.order[holder] <= self.order[current])):
+            return None
+        return holder
+
+    def _move_to(self, unit: str | None, adaptors: Adaptors, starts: list[StartAt], moved: _Moved) -> list[StartAt]:
+        """``starts`` plus a student/teacher pair started at ``unit`` (the one moved there before is let go),
+        or ``starts`` unchanged when the inputs there would pass the cache budget or starting there is inexact."""
+        if unit is None:
+            return starts
+        held = {id(s.inputs): s.inputs.numel() * 4 for s in starts}
+        if sum(held.values()) + 2 * len(self.images) * math.prod(self.analysis.trace.in_shape[unit][1:]) * 4 > self.cache_bytes:
+            return starts
+        s_fn, t_fn = feature_fn(self.work, self.point), feature_fn(self.ref, self.point)
+        student, teacher = [], []
+        adaptors.attach(self.work)
+        try:
+            for _, x in self._batches(starts):
+                student.append(capture(self.work, unit, s_fn, x, output=False).detach().clone())
+                teacher.append(capture(self.ref, unit, t_fn, x, output=False).detach().clone())
+        finally:
+            adaptors.detach()
+        base = [s for s in starts if s not in moved.pair]
+        moved.move([])
+        first = slice(0, min(2, len(self.images)))  # an inexact start shows on any image
+        for s in base:
+            s.feed(first, self.device)
+        trace = self.analysis.trace
+        if not reproduces(StartAt(self.ref, unit, trace, torch.cat(teacher)), t_fn, self.images[first].to(self.device),
+                          self.targets[first], first):
+            return base
+        moved.move([StartAt(self.work, unit, trace, torch.cat(student)), StartAt(self.ref, unit, trace, torch.cat(teacher))])
+        return base + moved.pair
 
     def _reading_together(self, adaptors: Adaptors, readers: list[int]) -> list[list[int]]:
         """Readers in forward order, consecutive ones that read the same tensor of the teacher in one group:
@@ -374,10 +462,10 @@ class RecoverabilityScorer:
                         self._fit_readers(adaptors, [i], starts, s_fn, t_fn)
                     return
                 for k, conv in enumerate(convs):
-                    a = _channels_first(got[k], conv).double().cpu()
-                    b = _channels_first(want[k], conv).double().cpu()
-                    aa[k] += a @ a.t()
-                    ba[k] += b @ a.t()
+                    a = _channels_first(got[k], conv).float().cpu()
+                    b = _channels_first(want[k], conv).float().cpu()
+                    aa[k] += _gram(a, a)
+                    ba[k] += _gram(b, a)
         finally:
             adaptors.detach()
         for k, i in enumerate(group):
@@ -419,10 +507,10 @@ class RecoverabilityScorer:
         adaptors = Adaptors(self.sites(blocks))
         plans = self.pre_fits(blocks) if self.method == "closed_form" else []
         unit = self.start_unit(blocks, plans)
-        with dropped_temporarily(self.work, [b.name for b in blocks]), self._started(unit) as starts:
+        with dropped_temporarily(self.work, [b.name for b in blocks]), self._started(unit) as starts, _Moved() as moved:
             dropped = self._mse(starts)
             if self.method == "closed_form":
-                self._fit_closed_form(adaptors, plans, starts)
+                starts = self._fit_closed_form(adaptors, plans, starts, moved)
             elif self.method == "sgd":
                 self._fit_sgd(adaptors)
             if self.method == "none":
