@@ -408,8 +408,8 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
                 if done("baseline", model, n):
                     continue
                 revs = ("old", "new") if k % 2 == 0 else ("new", "old")  # alternate who goes first
-                done = [r for r in res["baseline"] if r["model"] == model and "wall_s" in r.get("old", {})]
-                projected = done[-1]["old"]["wall_s"] * n / done[-1]["images"] if done else 0.0
+                timed = [r for r in res["baseline"] if r["model"] == model and "wall_s" in r.get("old", {})]
+                projected = timed[-1]["old"]["wall_s"] * n / timed[-1]["images"] if timed else 0.0
                 pair = {rev: spawn("score", job(model, n), old if rev == "old" else ROOT, args.timeout)
                         for rev in revs if rev == "new" or projected <= args.baseline_budget}
                 res["baseline"].append({"model": model, "images": n, **pair})
