@@ -126,10 +126,11 @@ def _ridge_toward(prior: torch.Tensor, xx: torch.Tensor, yx: torch.Tensor, ridge
     """
     lam = ridge * float(torch.trace(xx)) / xx.shape[0] + 1e-12
     eye = torch.eye(xx.shape[0], dtype=xx.dtype)
-    chol, info = torch.linalg.cholesky_ex(xx + lam * eye)  # symmetric positive definite: half the work of LU
+    a, b = xx + lam * eye, yx + lam * prior
+    chol, info = torch.linalg.cholesky_ex(a)  # symmetric positive definite: half the work of LU
     if int(info) != 0:
-        return torch.linalg.solve((xx + lam * eye).t(), (yx + lam * prior).t()).t()
-    return torch.cholesky_solve((yx + lam * prior).t(), chol).t()
+        return torch.linalg.solve(a.t(), b.t()).t()
+    return torch.cholesky_solve(b.t(), chol).t()
 
 
 class _Moved:
@@ -190,6 +191,7 @@ class RecoverabilityScorer:
         self.targets = collect_features(teacher, self.point, self.images, batch_size, device)
         self.order = self.analysis.trace.order
         self._inputs: tuple[str, torch.Tensor | None] | None = None  # (unit, its cached teacher inputs or None)
+        self._exact_at: dict[str, bool] = {}  # unit -> whether starting there gives the full-pass values
 
     # -- where the passes start -------------------------------------------------------------------
     def pre_fits(self, blocks: list[Block]) -> list[_PreFit]:
@@ -226,8 +228,7 @@ class RecoverabilityScorer:
             return None
         if self._inputs is not None and self._inputs[0] == unit:
             return self._inputs[1]
-        shape = self.analysis.trace.in_shape.get(unit)
-        if shape is None or len(self.images) * math.prod(shape[1:]) * 4 > self.cache_bytes:
+        if not self._fits(unit, copies=1):
             self._inputs = (unit, None)
             return None
         previous = self._inputs
@@ -241,11 +242,26 @@ class RecoverabilityScorer:
             for _, x in self._batches([start] if start else []):
                 parts.append(capture(self.ref, unit, fn, x, output=False).detach().clone())
         inputs = torch.cat(parts)
-        first = slice(0, min(2, len(self.images)))  # an inexact start shows on any image
-        ok = reproduces(StartAt(self.ref, unit, self.analysis.trace, inputs), fn,
-                        self.images[first].to(self.device), self.targets[first], first)
-        self._inputs = (unit, inputs if ok else None)
+        self._inputs = (unit, inputs if self._exact(unit, inputs, []) else None)
         return self._inputs[1]
+
+    def _fits(self, unit: str, copies: int, held: int = 0) -> bool:
+        """Whether ``copies`` sets of ``unit``'s inputs (fp32, every image) fit the cache budget beside ``held`` bytes."""
+        shape = self.analysis.trace.in_shape.get(unit)
+        return shape is not None and held + copies * len(self.images) * math.prod(shape[1:]) * 4 <= self.cache_bytes
+
+    def _exact(self, unit: str, inputs: torch.Tensor, starts: list[StartAt]) -> bool:
+        """Whether the teacher started at ``unit`` (fed ``inputs``, under the active ``starts``) gives its full-pass
+        features. Checked on two images (an inexact start shows on any) once per unit: it depends on the model's
+        structure, not on the candidate."""
+        if unit not in self._exact_at:
+            first = slice(0, min(2, len(self.images)))
+            for s in starts:
+                s.feed(first, self.device)
+            self._exact_at[unit] = reproduces(StartAt(self.ref, unit, self.analysis.trace, inputs),
+                                              feature_fn(self.ref, self.point), self.images[first].to(self.device),
+                                              self.targets[first], first)
+        return self._exact_at[unit]
 
     @contextlib.contextmanager
     def _started(self, unit: str | None) -> Iterator[list[StartAt]]:
@@ -386,7 +402,8 @@ class RecoverabilityScorer:
             (i for i, s in enumerate(adaptors.sites) if s.side == "in"), key=lambda i: self.order[adaptors.sites[i].module]
         )
         for group in self._reading_together(adaptors, readers):
-            starts = self._move_to(self._holder([adaptors.sites[i].module for i in group], starts), adaptors, starts, moved)
+            holder = self._holder([adaptors.sites[i].module for i in group], starts)
+            starts = self._move_to(holder, adaptors, starts, moved, s_fn, t_fn)
             self._fit_readers(adaptors, group, starts, s_fn, t_fn)
         return starts
 
@@ -403,15 +420,13 @@ class RecoverabilityScorer:
             return None
         return holder
 
-    def _move_to(self, unit: str | None, adaptors: Adaptors, starts: list[StartAt], moved: _Moved) -> list[StartAt]:
+    def _move_to(self, unit: str | None, adaptors: Adaptors, starts: list[StartAt], moved: _Moved,
+                 s_fn, t_fn) -> list[StartAt]:  # noqa: ANN001
         """``starts`` plus a student/teacher pair started at ``unit`` (the one moved there before is let go),
         or ``starts`` unchanged when the inputs there would pass the cache budget or starting there is inexact."""
-        if unit is None:
+        held = {id(s.inputs): s.inputs.numel() * 4 for s in starts}  # the unit start's pair shares one tensor
+        if unit is None or not self._fits(unit, copies=2, held=sum(held.values())):
             return starts
-        held = {id(s.inputs): s.inputs.numel() * 4 for s in starts}
-        if sum(held.values()) + 2 * len(self.images) * math.prod(self.analysis.trace.in_shape[unit][1:]) * 4 > self.cache_bytes:
-            return starts
-        s_fn, t_fn = feature_fn(self.work, self.point), feature_fn(self.ref, self.point)
         student, teacher = [], []
         adaptors.attach(self.work)
         try:
@@ -422,14 +437,11 @@ class RecoverabilityScorer:
             adaptors.detach()
         base = [s for s in starts if s not in moved.pair]
         moved.move([])
-        first = slice(0, min(2, len(self.images)))  # an inexact start shows on any image
-        for s in base:
-            s.feed(first, self.device)
-        trace = self.analysis.trace
-        if not reproduces(StartAt(self.ref, unit, trace, torch.cat(teacher)), t_fn, self.images[first].to(self.device),
-                          self.targets[first], first):
+        teacher_inputs = torch.cat(teacher)
+        if not self._exact(unit, teacher_inputs, base):
             return base
-        moved.move([StartAt(self.work, unit, trace, torch.cat(student)), StartAt(self.ref, unit, trace, torch.cat(teacher))])
+        trace = self.analysis.trace
+        moved.move([StartAt(self.work, unit, trace, torch.cat(student)), StartAt(self.ref, unit, trace, teacher_inputs)])
         return base + moved.pair
 
     def _reading_together(self, adaptors: Adaptors, readers: list[int]) -> list[list[int]]:
