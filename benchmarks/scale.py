@@ -101,7 +101,7 @@ def work_stages(job: dict) -> dict:
     data = _data(job)
     with tempfile.TemporaryDirectory() as out:
         report = compress_job(out, bundle, data=data, eval_data=data, recover_iters=job["recover_iters"],
-                              num_threads=1, latency_time=job["latency_time"], latency_cache=Path(out) / "cache",
+                              num_threads=job.get("threads", 1), latency_time=job["latency_time"], latency_cache=Path(out) / "cache",
                               latency_backend=job.get("latency_backend", "openvino"),
                               progress=False, seed=0)
     stages = {"load": load, **report["stages"]}
@@ -223,9 +223,10 @@ WORKERS = {"stages": work_stages, "score": work_score, "limit": work_limit, "dem
 
 def spawn(part: str, job: dict, code_root: Path, timeout: float, ranks: int = 0) -> dict:
     """Run one worker in a fresh process (or, with ``ranks``, a torchrun group of that many) with
-    ``code_root``'s ``practise_plugin`` first on the path."""
+    ``code_root``'s ``practise_plugin`` first on the path, with ``job["threads"]`` torch threads (default 1)."""
+    threads = str(job.get("threads", 1))
     env = {**os.environ, "PYTHONPATH": f"{code_root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1", "PRACTISE_THREADS": "1"}
+           "OMP_NUM_THREADS": threads, "SCALE_THREADS": threads}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks \
         else [sys.executable]
     cmd = [*launch, str(Path(__file__).resolve()), "--one", part, json.dumps(job)]
@@ -253,7 +254,8 @@ def growth(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Per model and stage, k in t ~ images^k between the smallest and the largest image count."""
     out: dict[str, dict[str, float]] = {}
     for model in {r["model"] for r in rows}:
-        mine = sorted((r for r in rows if r["model"] == model and "stages" in r), key=lambda r: r["images"])
+        mine = sorted((r for r in rows if r["model"] == model and "stages" in r and r.get("threads", 1) == 1),
+                      key=lambda r: r["images"])
         if len(mine) < 2:
             continue
         lo, hi = mine[0], mine[-1]
@@ -286,10 +288,10 @@ def markdown(res: dict) -> str:
     rows = [r for r in res["stages"] if "stages" in r]
     if rows:
         lines += ["## Stages (wall seconds; recover: per iteration)", "",
-                  "| model | input | images | candidates | " + " | ".join(STAGES) + " | total |",
-                  "|" + "---|" * (len(STAGES) + 5)]
+                  "| model | input | images | threads | candidates | " + " | ".join(STAGES) + " | total |",
+                  "|" + "---|" * (len(STAGES) + 6)]
         for r in rows:
-            lines.append(f"| {r['model']} | {r['input'][1]} | {r['images']} | {r['candidates']} | "
+            lines.append(f"| {r['model']} | {r['input'][1]} | {r['images']} | {r.get('threads', 1)} | {r['candidates']} | "
                          + " | ".join(_stage_cell(r, s) for s in STAGES) + f" | {r['seconds']:.0f} |")
         for r in res["stages"]:
             if "error" in r:
@@ -442,11 +444,14 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
     if "stages" in args.parts:
         for model in args.models:
             for n in args.images:
-                if done("stages", model, n):
+                if any(r.get("threads", 1) == args.threads for r in res["stages"]
+                       if r["model"] == model and r["images"] == n):
                     continue
                 row = spawn("stages", job(model, n, recover_iters=args.recover_iters, latency_time=args.latency_time,
-                                          latency_backend="macs" if args.quick else "openvino"), ROOT, args.timeout)
-                res["stages"].append({"model": model, "images": n, "recover_iters": args.recover_iters, **row})
+                                          latency_backend="macs" if args.quick else "openvino", threads=args.threads),
+                            ROOT, args.timeout)
+                res["stages"].append({"model": model, "images": n, "recover_iters": args.recover_iters,
+                                      "threads": args.threads, **row})
                 res["growth"] = growth(res["stages"])
                 log(f"stages {model} {n}: {row.get('seconds', row.get('error', '')[-200:])}")
 
@@ -461,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--images", type=int, nargs="+", default=[64, 256])
     p.add_argument("--recover-iters", type=int, default=10, help="recovery iterations timed per job")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of each stages job (1: rows compare across models; 2: the whole 2-core machine)")
     p.add_argument("--baseline", default="2caa93c", help="the revision to compare against")
     p.add_argument("--baseline-models", nargs="+", default=["builtin", "resnet50"], choices=list(MODELS))
     p.add_argument("--baseline-images", type=int, nargs="+", default=[16, 64, 256])
@@ -481,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(int(os.environ.get("SCALE_THREADS", "1")))
         row = WORKERS[args.one[0]](json.loads(args.one[1]))
         if row:  # torchrun's other ranks have nothing to say
             print(json.dumps(row), flush=True)
@@ -492,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         args.limit_models = ["builtin"]
     name = args.name or ("scale-quick" if args.quick else "scale")
     res: dict[str, Any] = {"command": "python benchmarks/scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                           "machine": f"{os.cpu_count()} cores, 1 torch thread per job", "baseline_rev": args.baseline,
+                           "machine": f"{os.cpu_count()} cores, 1 torch thread per job unless a row says otherwise", "baseline_rev": args.baseline,
                            "stages": [], "baseline": [], "demo": [], "limit": [], "shard": []}
     from practise_plugin.core.files import atomic_write_json, atomic_write_text
 

@@ -157,7 +157,7 @@ def test_quick_scale_benchmark(tmp_path):
     (limit,) = res["limit"]
     assert limit["ours"][0] > 0 and limit["bare"][0] > 0
     md = (tmp_path / "scale-quick.md").read_text()
-    assert "| builtin | 28 | 16 | 12 |" in md and "bare loop" in md
+    assert "| builtin | 28 | 16 | 1 | 12 |" in md and "bare loop" in md
     assert (tmp_path / "scale-quick.png").read_bytes()[:4] == b"\x89PNG"
 
 
