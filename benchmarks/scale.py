@@ -392,8 +392,9 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
         print(msg, flush=True)
         save()
 
-    def done(part: str, model: str, n: int | None = None) -> bool:
-        return any(r.get("model") == model and (n is None or r.get("images") == n) for r in res[part])
+    def done(part: str, model: str, n: int | None = None, threads: int | None = None) -> bool:
+        return any(r.get("model") == model and (n is None or r.get("images") == n)
+                   and (threads is None or r.get("threads", 1) == threads) for r in res[part])
 
     def job(model: str, n: int, **kw: Any) -> dict[str, Any]:
         return {"spec": MODELS[model], "data": make_images(MODELS[model], n, tmp), **kw}
@@ -444,8 +445,7 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
     if "stages" in args.parts:
         for model in args.models:
             for n in args.images:
-                if any(r.get("threads", 1) == args.threads for r in res["stages"]
-                       if r["model"] == model and r["images"] == n):
+                if done("stages", model, n, args.threads):
                     continue
                 row = spawn("stages", job(model, n, recover_iters=args.recover_iters, latency_time=args.latency_time,
                                           latency_backend="macs" if args.quick else "openvino", threads=args.threads),
