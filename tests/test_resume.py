@@ -164,3 +164,26 @@ def test_reader_passes_move_their_start_to_the_unit_holding_the_reader(monkeypat
     monkeypatch.setattr(StartAt, "__enter__", enter)
     full = RecoverabilityScorer(model, data, batch_size=4, cache_bytes=0).fit(block)[0]
     assert abs(moved.mse - full.mse) <= 1e-5 * full.mse and moved.mse < moved.mse_dropped
+
+
+def test_a_set_of_holes_moves_to_each_later_pre_adaptor_unit_and_scores_as_from_the_image(monkeypatch) -> None:
+    """Fitting a set (the chosen blocks): the second hole's pre-adaptor passes start at its own unit, and the
+    set's MSE is the one of full passes from the image."""
+    model = random_model("torchvision:resnet50").model.eval()
+    data = ImageSet(torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    blocks = [b for b in discover_blocks(model, data.images[:1], count_cost=False) if b.name in ("layer1.1", "layer2.2")]
+    scorer = RecoverabilityScorer(model, data, batch_size=4)
+    entered: list[tuple[str, str]] = []
+    enter = StartAt.__enter__
+
+    def spy(self: StartAt) -> StartAt:
+        entered.append(("student" if self.model is scorer.work else "teacher", self.path))
+        return enter(self)
+
+    monkeypatch.setattr(StartAt, "__enter__", spy)
+    moved = scorer.fit(blocks)[0]
+    assert ("student", "layer2.1") in entered, entered  # layer2.2's pre-adaptors sit in layer2.1
+    monkeypatch.setattr(StartAt, "__enter__", enter)
+    full = RecoverabilityScorer(model, data, batch_size=4, cache_bytes=0).fit(blocks)[0]
+    assert abs(moved.mse - full.mse) <= 1e-5 * full.mse and moved.mse < moved.mse_dropped
+    assert abs(moved.mse_dropped - full.mse_dropped) <= 1e-5 * full.mse_dropped

@@ -21,7 +21,7 @@ the teacher up to there. The teacher's input of that unit is computed once for t
 one unit to the next as candidates are scored in forward order) and every pass starts there
 (:mod:`practise_plugin.graph.resume`), which gives the same values as full passes at a fraction of the cost.
 The teacher's inputs of the units that passes move to are kept too, for the next candidates (the farthest
-let go first when the budget is short).
+let go first when the budget is short); the first of them is the pre-adaptor fit's target, kept as it is fitted.
 The post-adaptors are fitted in forward order and each pass moves its start on to the unit holding the
 next reader, so a stage of k readers costs k unit passes, not k passes from the hole. The Grams are
 products of float32 batches summed in float64 (:func:`_gram`), the solves Cholesky factorisations.
@@ -119,6 +119,12 @@ def _gram(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     products, no candidate changed rank.
     """
     return (b @ a.t()).double()
+
+
+def _square_sum(z: torch.Tensor) -> float:
+    """sum(z^2) in one float32 reduction, with no float64 copy of z (a layer1 batch of ResNet-50 is 51M values):
+    it only feeds thresholds and a zero check, never a fit."""
+    return float(torch.linalg.vector_norm(z)) ** 2
 
 
 def _ridge_toward(prior: torch.Tensor, xx: torch.Tensor, yx: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -316,7 +322,7 @@ class RecoverabilityScorer:
 
     # -- fitting ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _fit_pre_closed_form(self, adaptors: Adaptors, plan: _PreFit, starts: list[StartAt]) -> bool:
+    def _fit_pre_closed_form(self, adaptors: Adaptors, plan: _PreFit, starts: list[StartAt], ahead: str | None = None) -> bool:
         """Fit the pre-adaptors of the unit before a block so its output matches the teacher's after the block.
 
         With the stream o = e + sum_w D_w y_w (writer outputs y_w, per-channel scales D_w, everything
@@ -327,7 +333,9 @@ class RecoverabilityScorer:
         few, until every channel of y has been nonzero): D_w is then known, and a later batch needs one
         student pass, u_w = D_w y_w read from hooks on the writers. When the unit ends in ``relu(add)``, o is
         the ReLU's input and the target is t where t > 0, else min(o, 0): the nearest point that the ReLU
-        maps onto t (an inactive position only needs to stay non-positive).
+        maps onto t (an inactive position only needs to stay non-positive). The teacher's outputs at the
+        target are kept as its inputs of the unit ``ahead`` (the readers' first start, which reads that very
+        tensor) when they fit the budget: the move there then runs the student only.
         """
         target, unit, keys, act = plan.target, plan.unit, plan.writers, plan.act
         idx = [i for i, site in enumerate(adaptors.sites) if site.key in keys and _has_module(self.work, site.module)]
@@ -356,6 +364,10 @@ class RecoverabilityScorer:
         uu = torch.zeros(n, c, dtype=torch.float64)
         signal = 0.0
         d: torch.Tensor | None = None  # D_w, once the probed batches have seen every channel
+        trace = self.analysis.trace
+        keep = (ahead is not None and ahead not in self._teacher_at and self._exact_at.get(ahead) is not False
+                and trace.in_ptr.get(ahead) == trace.out_ptr.get(target) and self._room(ahead, 1, starts))
+        kept: list[torch.Tensor] = []
         for index, x in self._batches(starts):
             raw: dict[int, torch.Tensor] = {}  # by writer, not in call order (a downsample runs after conv2)
             handles = [self.work.get_submodule(adaptors.sites[i].module).register_forward_hook(
@@ -378,8 +390,8 @@ class RecoverabilityScorer:
                 if e.shape != o1.shape:
                     return self._reset(adaptors, idx)
                 if index.start == 0:  # an activation after the add shows on the first batch
-                    nonlinear = float(((stream(x, [2.0] * n) - e) - 2 * (o1 - e)).double().pow(2).sum())
-                    if nonlinear > 1e-6 * float((o1 - e).double().pow(2).sum()):
+                    nonlinear = _square_sum((stream(x, [2.0] * n) - e) - 2 * (o1 - e))
+                    if nonlinear > 1e-6 * _square_sum(o1 - e):
                         return self._reset(adaptors, idx)
                 # u_w = o1 minus the stream with writer w zeroed; the last one follows from the sum, o1 - e = sum_w u_w
                 u = [flat(o1 - stream(x, [0.0 if k == w else 1.0 for k in range(n)])) for w in range(n - 1)]
@@ -395,13 +407,18 @@ class RecoverabilityScorer:
             else:
                 u = [d[w].float()[:, None] * y[w] for w in range(n)]
             total = sum(u)  # o1 - e
-            signal += float(total.double().pow(2).sum())
+            signal += _square_sum(total)
             big = torch.cat(u)
             xx += _gram(big, big)
-            t = flat(capture(self.ref, target, t_fn, x, output=True))
+            t_raw = capture(self.ref, target, t_fn, x, output=True)
+            if keep:
+                kept.append(t_raw.detach().clone())
+            t = flat(t_raw)
             if act is not None:
                 t = torch.where(t > 0, t, flat(o1).clamp_max(0.0))
             yx += _gram(t - (flat(o1) - total), big)
+        if keep and self._exact(ahead, inputs := torch.cat(kept), starts):
+            self._teacher_at[ahead] = inputs
         d = uy / yy.clamp_min(1e-30)
         if signal == 0.0:
             return self._reset(adaptors, idx)
@@ -425,16 +442,24 @@ class RecoverabilityScorer:
 
         Before each group of readers the passes move their start forward to the unit that holds it (the
         student's input there computed once, with the adaptors fitted so far): a reader then costs a pass
-        through its own unit, not through every unit from the hole to it.
+        through its own unit, not through every unit from the hole to it. The pre-adaptor fits of a set's
+        later holes move the same way, to their own unit, and the readers then start again from the first.
         """
-        for plan in plans:
-            self._fit_pre_closed_form(adaptors, plan, starts)
-        s_fn = feature_fn(self.work, self.point)
-        t_fn = feature_fn(self.ref, self.point)
         readers = sorted(
             (i for i, s in enumerate(adaptors.sites) if s.side == "in"), key=lambda i: self.order[adaptors.sites[i].module]
         )
-        for group in self._reading_together(adaptors, readers):
+        groups = self._reading_together(adaptors, readers)
+        ahead = self._holder([adaptors.sites[i].module for i in groups[0]], starts) if groups else None
+        s_fn = feature_fn(self.work, self.point)
+        t_fn = feature_fn(self.ref, self.point)
+        at = starts
+        for k, plan in enumerate(plans):
+            fits = any(s.key in plan.writers and _has_module(self.work, s.module) for s in adaptors.sites)
+            if k and fits and (not at or self.order[plan.unit] > self.order[at[-1].path]):
+                at = self._move_to(plan.unit, adaptors, at, moved, s_fn, t_fn)
+            self._fit_pre_closed_form(adaptors, plan, at, ahead)
+        moved.move([])
+        for group in groups:
             holder = self._holder([adaptors.sites[i].module for i in group], starts)
             starts = self._move_to(holder, adaptors, starts, moved, s_fn, t_fn)
             self._fit_readers(adaptors, group, starts, s_fn, t_fn)
