@@ -21,7 +21,7 @@ the teacher up to there. The teacher's input of that unit is computed once for t
 one unit to the next as candidates are scored in forward order) and every pass starts there
 (:mod:`practise_plugin.graph.resume`), which gives the same values as full passes at a fraction of the cost.
 The teacher's inputs of the units that passes move to are kept too, for the next candidates (the farthest
-let go first when the budget is short); the first of them is the pre-adaptor fit's target, kept as it is fitted.
+let go first when the budget is short).
 The post-adaptors are fitted in forward order and each pass moves its start on to the unit holding the
 next reader, so a stage of k readers costs k unit passes, not k passes from the hole. The Grams are
 products of float32 batches summed in float64 (:func:`_gram`), the solves Cholesky factorisations.
@@ -322,7 +322,7 @@ class RecoverabilityScorer:
 
     # -- fitting ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _fit_pre_closed_form(self, adaptors: Adaptors, plan: _PreFit, starts: list[StartAt], ahead: str | None = None) -> bool:
+    def _fit_pre_closed_form(self, adaptors: Adaptors, plan: _PreFit, starts: list[StartAt]) -> bool:
         """Fit the pre-adaptors of the unit before a block so its output matches the teacher's after the block.
 
         With the stream o = e + sum_w D_w y_w (writer outputs y_w, per-channel scales D_w, everything
@@ -333,9 +333,7 @@ class RecoverabilityScorer:
         few, until every channel of y has been nonzero): D_w is then known, and a later batch needs one
         student pass, u_w = D_w y_w read from hooks on the writers. When the unit ends in ``relu(add)``, o is
         the ReLU's input and the target is t where t > 0, else min(o, 0): the nearest point that the ReLU
-        maps onto t (an inactive position only needs to stay non-positive). The teacher's outputs at the
-        target are kept as its inputs of the unit ``ahead`` (the readers' first start, which reads that very
-        tensor) when they fit the budget: the move there then runs the student only.
+        maps onto t (an inactive position only needs to stay non-positive).
         """
         target, unit, keys, act = plan.target, plan.unit, plan.writers, plan.act
         idx = [i for i, site in enumerate(adaptors.sites) if site.key in keys and _has_module(self.work, site.module)]
@@ -364,10 +362,6 @@ class RecoverabilityScorer:
         uu = torch.zeros(n, c, dtype=torch.float64)
         signal = 0.0
         d: torch.Tensor | None = None  # D_w, once the probed batches have seen every channel
-        trace = self.analysis.trace
-        keep = (ahead is not None and ahead not in self._teacher_at and self._exact_at.get(ahead) is not False
-                and trace.in_ptr.get(ahead) == trace.out_ptr.get(target) and self._room(ahead, 1, starts))
-        kept: list[torch.Tensor] = []
         for index, x in self._batches(starts):
             raw: dict[int, torch.Tensor] = {}  # by writer, not in call order (a downsample runs after conv2)
             handles = [self.work.get_submodule(adaptors.sites[i].module).register_forward_hook(
@@ -410,15 +404,10 @@ class RecoverabilityScorer:
             signal += _square_sum(total)
             big = torch.cat(u)
             xx += _gram(big, big)
-            t_raw = capture(self.ref, target, t_fn, x, output=True)
-            if keep:
-                kept.append(t_raw.detach().clone())
-            t = flat(t_raw)
+            t = flat(capture(self.ref, target, t_fn, x, output=True))
             if act is not None:
                 t = torch.where(t > 0, t, flat(o1).clamp_max(0.0))
             yx += _gram(t - (flat(o1) - total), big)
-        if keep and self._exact(ahead, inputs := torch.cat(kept), starts):
-            self._teacher_at[ahead] = inputs
         d = uy / yy.clamp_min(1e-30)
         if signal == 0.0:
             return self._reset(adaptors, idx)
@@ -449,7 +438,6 @@ class RecoverabilityScorer:
             (i for i, s in enumerate(adaptors.sites) if s.side == "in"), key=lambda i: self.order[adaptors.sites[i].module]
         )
         groups = self._reading_together(adaptors, readers)
-        ahead = self._holder([adaptors.sites[i].module for i in groups[0]], starts) if groups else None
         s_fn = feature_fn(self.work, self.point)
         t_fn = feature_fn(self.ref, self.point)
         at = starts
@@ -457,7 +445,7 @@ class RecoverabilityScorer:
             fits = any(s.key in plan.writers and _has_module(self.work, s.module) for s in adaptors.sites)
             if k and fits and (not at or self.order[plan.unit] > self.order[at[-1].path]):
                 at = self._move_to(plan.unit, adaptors, at, moved, s_fn, t_fn)
-            self._fit_pre_closed_form(adaptors, plan, at, ahead)
+            self._fit_pre_closed_form(adaptors, plan, at)
         moved.move([])
         for group in groups:
             holder = self._holder([adaptors.sites[i].module for i in group], starts)
