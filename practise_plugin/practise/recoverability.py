@@ -443,7 +443,8 @@ class RecoverabilityScorer:
         at = starts
         for k, plan in enumerate(plans):
             fits = any(s.key in plan.writers and _has_module(self.work, s.module) for s in adaptors.sites)
-            if k and fits and (not at or self.order[plan.unit] > self.order[at[-1].path]):
+            once = self.analysis.trace.calls.get(plan.unit) == 1  # a start replaces the unit's one call
+            if k and fits and once and (not at or self.order[plan.unit] > self.order[at[-1].path]):
                 at = self._move_to(plan.unit, adaptors, at, moved, s_fn, t_fn)
             self._fit_pre_closed_form(adaptors, plan, at)
         moved.move([])
