@@ -143,14 +143,8 @@ def test_capture_many_is_one_forward_with_each_capture(teacher, tiny):
         del model.nowhere
 
 
-def test_reader_passes_move_their_start_to_the_unit_holding_the_reader(monkeypatch):
-    """Dropping layer1.1 of resnet18: its readers (layer2.0's conv1 and downsample) are fitted from passes
-    started at layer2.0, with the student's input there computed once, not from passes through layer1.0."""
-    bundle = random_model("torchvision:resnet18")
-    model = bundle.model.eval()
-    data = ImageSet(torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
-    block = next(b for b in discover_blocks(model, data.images[:1], count_cost=False) if b.name == "layer1.1")
-    scorer = RecoverabilityScorer(model, data, batch_size=4)
+def _fit_watching_starts(monkeypatch, scorer: RecoverabilityScorer, blocks):  # noqa: ANN001, ANN202
+    """``scorer.fit(blocks)``'s Recoverability, and the (student/teacher, unit) of every start it entered."""
     entered: list[tuple[str, str]] = []
     enter = StartAt.__enter__
 
@@ -158,10 +152,20 @@ def test_reader_passes_move_their_start_to_the_unit_holding_the_reader(monkeypat
         entered.append(("student" if self.model is scorer.work else "teacher", self.path))
         return enter(self)
 
-    monkeypatch.setattr(StartAt, "__enter__", spy)
-    moved = scorer.fit(block)[0]
+    with monkeypatch.context() as m:
+        m.setattr(StartAt, "__enter__", spy)
+        return scorer.fit(blocks)[0], entered
+
+
+def test_reader_passes_move_their_start_to_the_unit_holding_the_reader(monkeypatch):
+    """Dropping layer1.1 of resnet18: its readers (layer2.0's conv1 and downsample) are fitted from passes
+    started at layer2.0, with the student's input there computed once, not from passes through layer1.0."""
+    bundle = random_model("torchvision:resnet18")
+    model = bundle.model.eval()
+    data = ImageSet(torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    block = next(b for b in discover_blocks(model, data.images[:1], count_cost=False) if b.name == "layer1.1")
+    moved, entered = _fit_watching_starts(monkeypatch, RecoverabilityScorer(model, data, batch_size=4), block)
     assert ("student", "layer2.0") in entered and ("teacher", "layer2.0") in entered, entered
-    monkeypatch.setattr(StartAt, "__enter__", enter)
     full = RecoverabilityScorer(model, data, batch_size=4, cache_bytes=0).fit(block)[0]
     assert abs(moved.mse - full.mse) <= 1e-5 * full.mse and moved.mse < moved.mse_dropped
 
@@ -172,18 +176,8 @@ def test_a_set_of_holes_moves_to_each_later_pre_adaptor_unit_and_scores_as_from_
     model = random_model("torchvision:resnet50").model.eval()
     data = ImageSet(torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
     blocks = [b for b in discover_blocks(model, data.images[:1], count_cost=False) if b.name in ("layer1.1", "layer2.2")]
-    scorer = RecoverabilityScorer(model, data, batch_size=4)
-    entered: list[tuple[str, str]] = []
-    enter = StartAt.__enter__
-
-    def spy(self: StartAt) -> StartAt:
-        entered.append(("student" if self.model is scorer.work else "teacher", self.path))
-        return enter(self)
-
-    monkeypatch.setattr(StartAt, "__enter__", spy)
-    moved = scorer.fit(blocks)[0]
+    moved, entered = _fit_watching_starts(monkeypatch, RecoverabilityScorer(model, data, batch_size=4), blocks)
     assert ("student", "layer2.1") in entered, entered  # layer2.2's pre-adaptors sit in layer2.1
-    monkeypatch.setattr(StartAt, "__enter__", enter)
     full = RecoverabilityScorer(model, data, batch_size=4, cache_bytes=0).fit(blocks)[0]
     assert abs(moved.mse - full.mse) <= 1e-5 * full.mse and moved.mse < moved.mse_dropped
     assert abs(moved.mse_dropped - full.mse_dropped) <= 1e-5 * full.mse_dropped
