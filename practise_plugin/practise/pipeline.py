@@ -88,14 +88,17 @@ def run(model: nn.Module, data: ImageSet | None, config: StrategyConfig, ctx: Co
                      selection=selection.to_dict())
 
     student = drop_blocks(teacher, chosen)
-    targets = collect_features(teacher, point, data.images, cfg.batch_size, ctx.device)
-    stats["feature_mse"] = {"dropped": _mse(student, point, data, targets, cfg.batch_size, ctx.device)}
+    targets = scorer.targets  # the teacher's features of the tiny set, computed once, when the scorer was built
     if cfg.fold_adaptors and cfg.recoverability != "none":
         with stage("fold_adaptors"):
             rec, adaptors = scorer.fit([by_name[n] for n in chosen])
             adaptors.fold_into(student)
-        stats["feature_mse"]["adaptors_folded"] = _mse(student, point, data, targets, cfg.batch_size, ctx.device)
+        # the fit's bare pass had the same holes and no adaptors; the folded student is measured afresh (a check)
+        stats["feature_mse"] = {"dropped": rec.mse_dropped,
+                                "adaptors_folded": _mse(student, point, data, targets, cfg.batch_size, ctx.device)}
         stats["adaptor_sites"] = rec.sites
+    else:
+        stats["feature_mse"] = {"dropped": _mse(student, point, data, targets, cfg.batch_size, ctx.device)}
     if cfg.recover != "none":
         rcfg = RecoveryConfig(method=cfg.recover, iters=cfg.recover_iters, lr=cfg.lr, weight_decay=cfg.weight_decay,
                               batch_size=cfg.batch_size, augment=cfg.augment, checkpoint_every=cfg.checkpoint_every,

@@ -125,7 +125,7 @@ def recover(
     t0 = time.perf_counter()
     fast = fast_path(device, cfg.mixed_precision)
     student = fast.prepare(copy_model(student))
-    teacher = fast.prepare(teacher.eval())
+    teacher = fast.prepare(copy_model(teacher).eval())  # a copy: the caller's teacher keeps its device and layout
     for p in student.parameters():
         p.requires_grad_(True)
     images = fast.host(data.images)
@@ -199,6 +199,6 @@ def recover(
             if on_step is not None:
                 on_step(step, value.item())
     state.clear()
-    student.eval()
+    fast.release(student).eval()
     log.seconds = time.perf_counter() - t0
     return student, log

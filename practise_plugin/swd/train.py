@@ -97,7 +97,8 @@ def train(
     again), and a rerun with the same options, data and model resumes from it.
     Under ``torchrun`` the model trains in DistributedDataParallel: each rank takes its part of every
     (global, ``batch_size``) batch of the same seeded order, and rank 0 writes the checkpoints; ``train_acc``
-    is then that of rank 0's part. On CUDA with ``config.mixed_precision``, autocast and channels-last.
+    is then that of rank 0's part. On CUDA with ``config.mixed_precision``, autocast and channels-last; on a CPU
+    channels-last (:func:`~practise_plugin.core.accel.fast_path`); ``model`` is handed back in its contiguous layout.
     Returns one dict per epoch: mean task loss and SWD penalty, train accuracy, a(t) and the criterion's
     kept fraction at the epoch's last step (NaN without a regulariser), and the learning rate.
     """
@@ -179,7 +180,7 @@ def train(
                     })
     finally:
         bar.close()
-    model.eval()
+    fast.release(model).eval()
     return history
 
 
