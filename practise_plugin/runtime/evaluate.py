@@ -18,7 +18,7 @@ def predictions(model: nn.Module, data: ImageSet, batch_size: int = 256, device:
     """Top-1 class index per image, from an eval-mode copy of ``model`` (the caller's model is not touched).
 
     On a CPU the copy and the batches are channels-last (oneDNN's native layout): the built-in network's
-    10k test images took 0.72-0.79x the time (10.6 -> 7.5 s on 2 threads); only the order of sums changes."""
+    10k test images took 0.70-0.78x the time (10.6 -> 7.5 s on 2 threads); only the order of sums changes."""
     net = copy_model(model).eval()
     cl = torch.device(device).type == "cpu" and data.images.dim() == 4
     if cl:
