@@ -166,6 +166,40 @@ def test_mismatching_ir_raises_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+class _StatefulResidualNet(nn.Module):
+    """Drop candidates (``blocks.0``, ``blocks.1``) inside a forward that scales by how often it ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.blocks, self.calls = nn.Conv2d(3, 4, 3), nn.Sequential(_Residual(), _Residual()), 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.blocks(self.stem(x)).mean((2, 3)) * self.calls
+
+
+def test_the_trace_check_stops_a_stateful_model_before_the_latency_table_times_it():
+    from practise_plugin.runtime.latency import block_latency_table
+    from practise_plugin.runtime.openvino import to_openvino
+
+    with pytest.raises(ExportError, match="could not convert"):
+        to_openvino(_PythonState(), (3, 8, 8))  # checked by default: two runs of the trace disagree
+    to_openvino(_PythonState(), (3, 8, 8), check_trace=False)  # unchecked, it converts: callers must check first
+    # the latency table converts its base model checked, so a stateful model fails there, before any timing
+    with pytest.raises(ExportError, match="could not convert"):
+        block_latency_table(_StatefulResidualNet(), ["blocks.0", "blocks.1"], (3, 8, 8), "openvino", cache_dir=None,
+                            progress=False, time_s=0.05)
+
+
 def test_interrupted_export_leaves_nothing_half_written(tmp_path):
     marked = ImageSet(torch.full((4, 3, 8, 8), 1000.0))
     with pytest.raises(KeyboardInterrupt):

@@ -386,12 +386,12 @@ class CudaRunner:
 
 
 class _OpenVINORunner:
-    def __init__(self, model: nn.Module, x: torch.Tensor, num_threads: int | None) -> None:
+    def __init__(self, model: nn.Module, x: torch.Tensor, num_threads: int | None, check_trace: bool = True) -> None:
         import openvino as ov
 
         from .openvino import compile_cpu, to_openvino
 
-        compiled = compile_cpu(to_openvino(model, tuple(x.shape[1:]), len(x)), num_threads)
+        compiled = compile_cpu(to_openvino(model, tuple(x.shape[1:]), len(x), check_trace=check_trace), num_threads)
         self.request = compiled.create_infer_request()
         self.request.set_input_tensor(ov.Tensor(x.numpy()))  # set once: infer() then times the network only
         self.threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
@@ -413,26 +413,27 @@ def _cudnn_benchmark() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def timing_session(backend: str, device: str, num_threads: int | None) -> Iterator[Callable[[nn.Module, torch.Tensor], Runner]]:
+def timing_session(backend: str, device: str, num_threads: int | None) -> Iterator[Callable[..., Runner]]:
     """Global settings of a timed backend held for a whole session; yields ``prepare(model, x) -> Runner``.
 
     Callers put the models in eval mode (:func:`eval_mode`); the CUDA runner times a copy moved to the
-    GPU, so the caller's model stays where it is."""
+    GPU, so the caller's model stays where it is. ``prepare(model, x, check_trace=False)`` skips OpenVINO's
+    trace check (:func:`~practise_plugin.runtime.openvino.to_openvino`) for a variant of a checked model."""
     if num_threads is not None and num_threads < 1:
         raise ConfigError(f"num_threads must be at least 1, got {num_threads}")
     with contextlib.ExitStack() as stack:
         if backend == "openvino":
-            def prepare(model: nn.Module, x: torch.Tensor) -> Runner:
-                return _OpenVINORunner(model, x, num_threads)
+            def prepare(model: nn.Module, x: torch.Tensor, check_trace: bool = True) -> Runner:
+                return _OpenVINORunner(model, x, num_threads, check_trace)
         elif backend == "torch":
             stack.enter_context(torch_threads(num_threads))
 
-            def prepare(model: nn.Module, x: torch.Tensor) -> Runner:
+            def prepare(model: nn.Module, x: torch.Tensor, check_trace: bool = True) -> Runner:
                 return _TorchRunner(model, x)
         elif backend == "cuda":
             stack.enter_context(_cudnn_benchmark())
 
-            def prepare(model: nn.Module, x: torch.Tensor) -> Runner:
+            def prepare(model: nn.Module, x: torch.Tensor, check_trace: bool = True) -> Runner:
                 return CudaRunner(copy_model(model).to(device), x.to(device))
         else:
             raise ConfigError(f"backend {backend!r} is not timed; valid timed backends: openvino, torch, cuda")
@@ -743,10 +744,10 @@ def block_latency_table(
     else:
         x = example_input(input_size, batch_size)
         with eval_mode(model), timing_session(backend, device, num_threads) as prepare:
-            ra = prepare(model, x)  # the base is prepared (converted, compiled) once for all blocks
-            for name in _progress(names, backend, progress):
-                results[name] = _time_ab(ra, prepare(drop_blocks(model, [name]), x), None, rounds, time_s,
-                                         backend, device, batch_size, input_size)
+            ra = prepare(model, x)  # the base is prepared (converted, trace checked, compiled) once for all blocks
+            for name in _progress(names, backend, progress):  # a drop runs the base's code minus one block
+                results[name] = _time_ab(ra, prepare(drop_blocks(model, [name]), x, check_trace=False), None, rounds,
+                                         time_s, backend, device, batch_size, input_size)
     measured = {n: 1.0 - r.ratio_median for n, r in results.items()}
     interval = {n: (1.0 - r.ratio_high, 1.0 - r.ratio_low) for n, r in results.items()}
     loads = [r.load for r in results.values() if r.load is not None]

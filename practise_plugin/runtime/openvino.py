@@ -20,9 +20,9 @@ from ..core.torch_utils import eval_mode, example_input, torch_threads
 
 def _decoder(model: nn.Module, x: torch.Tensor) -> object:
     """OpenVINO's own TorchScript decoder of ``model`` (its tracing, patches and freezing), minus the second run
-    that only checks the trace: converting a drop-one model took 0.77x the time for ResNet-50 (2.38 vs 3.08 s)
-    and 0.88x for the built-in network (1.68 vs 1.92 s; medians of 6 alternate runs, one thread) and gave the
-    same graph (same ops, same outputs). The per-block latency table converts a model per candidate. An OpenVINO without that decoder gets the module itself."""
+    that checks the trace: converting a drop-one model took 0.77x the time for ResNet-50 (2.38 vs 3.08 s) and
+    0.88x for the built-in network (1.68 vs 1.92 s; medians of 6 alternate runs, one thread) and gave the same
+    graph (same ops, same outputs). An OpenVINO without that decoder gets the module (and checks the trace)."""
     try:
         from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
     except ImportError:
@@ -30,15 +30,20 @@ def _decoder(model: nn.Module, x: torch.Tensor) -> object:
     return TorchScriptPythonDecoder(model, example_input=x, trace_kwargs={"check_trace": False})
 
 
-def to_openvino(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1) -> ov.Model:
+def to_openvino(model: nn.Module, input_size: tuple[int, int, int], batch_size: int = 1, *,
+                check_trace: bool = True) -> ov.Model:
     """Convert in eval mode with a static (batch, C, H, W) input: the shape deployment and latency use.
 
     Tracing runs on one torch thread: its cost is mostly Python overhead, and on a busy machine extra
-    OpenMP threads made it 2-5x slower (ResNet-50: 3 s on one thread, 6-17 s on two, load average 8)."""
+    OpenMP threads made it 2-5x slower (ResNet-50: 3 s on one thread, 6-17 s on two, load average 8).
+    The trace is checked (run twice and compared: a forward with Python-side state fails here, before any
+    timing or export); ``check_trace=False`` skips that for a model whose base was just checked, as the
+    per-block latency table's drop-one models are."""
     with eval_mode(model), torch.no_grad(), torch_threads(1):
         x = example_input(input_size, batch_size)
         try:
-            return ov.convert_model(_decoder(model, x), example_input=x, input=[(batch_size, *input_size)])
+            return ov.convert_model(model if check_trace else _decoder(model, x), example_input=x,
+                                    input=[(batch_size, *input_size)])
         except Exception as e:  # noqa: BLE001 - the frontends raise many types; the first line says what failed
             raise ExportError(
                 f"OpenVINO could not convert {type(model).__name__} at input {(batch_size, *input_size)}: "

@@ -180,7 +180,8 @@ def train(
                     })
     finally:
         bar.close()
-    fast.release(model).eval()
+        fast.release(model)  # in place, also when training stops: the caller's model keeps its layout
+    model.eval()
     return history
 
 
