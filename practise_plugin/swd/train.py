@@ -180,7 +180,7 @@ def train(
                     })
     finally:
         bar.close()
-        fast.release(model)  # in place, also when training stops: the caller's model keeps its layout
+        fast.release(model)  # in place, also when training stops: handed back in the contiguous layout
     model.eval()
     return history
 
