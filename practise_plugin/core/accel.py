@@ -3,7 +3,7 @@
 Why it exists: recovery of an ImageNet network at 224 px and SWD's many epochs are GPU jobs, and on a
 GPU they run several times faster with autocast (bf16 where the GPU has it, else fp16 with a loss scaler),
 channels-last convolutions and pinned, non-blocking host-to-device copies. Recovery and SWD training
-both take one :class:`FastPath`. On a CPU it is the full-precision loop with channels-last convolutions
+both take one :class:`FastPath` (evaluation takes its layout). On a CPU it is the full-precision loop with channels-last convolutions
 (oneDNN's native layout): a step of the same loop measured 0.68-1.01x the time of the contiguous one
 (MobileNetV2 0.68-0.77x, the built-in network 0.85x, ResNet-18 0.89-0.98x, ResNet-50 0.95x, ConvNeXt-atto
 0.97-1.01x); only the order of the sums changes, not what is computed.

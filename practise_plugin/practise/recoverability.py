@@ -335,8 +335,8 @@ class RecoverabilityScorer:
         the ReLU's input and the target is t where t > 0, else min(o, 0): the nearest point that the ReLU
         maps onto t (an inactive position only needs to stay non-positive).
         """
-        target, unit, keys, act = plan.target, plan.unit, plan.writers, plan.act
-        idx = [i for i, site in enumerate(adaptors.sites) if site.key in keys and _has_module(self.work, site.module)]
+        target, unit, act = plan.target, plan.unit, plan.act
+        idx = self._writer_sites(adaptors, plan)
         if not idx:
             return False
         s_fn, t_fn = feature_fn(self.work, self.point), feature_fn(self.ref, self.point)
@@ -419,6 +419,10 @@ class RecoverabilityScorer:
             mats[i].copy_((qw * d[w][None, :] / d[w][:, None]).float())
         return True
 
+    def _writer_sites(self, adaptors: Adaptors, plan: _PreFit) -> list[int]:
+        """Indices of the adaptor sites that ``plan`` fits: its writers that the holes left in the student."""
+        return [i for i, site in enumerate(adaptors.sites) if site.key in plan.writers and _has_module(self.work, site.module)]
+
     @staticmethod
     def _reset(adaptors: Adaptors, idx: list[int]) -> bool:
         for i in idx:
@@ -442,9 +446,8 @@ class RecoverabilityScorer:
         t_fn = feature_fn(self.ref, self.point)
         at = starts
         for k, plan in enumerate(plans):
-            fits = any(s.key in plan.writers and _has_module(self.work, s.module) for s in adaptors.sites)
             once = self.analysis.trace.calls.get(plan.unit) == 1  # a start replaces the unit's one call
-            if k and fits and once and (not at or self.order[plan.unit] > self.order[at[-1].path]):
+            if k and once and self._writer_sites(adaptors, plan) and (not at or self.order[plan.unit] > self.order[at[-1].path]):
                 at = self._move_to(plan.unit, adaptors, at, moved, s_fn, t_fn)
             self._fit_pre_closed_form(adaptors, plan, at)
         moved.move([])
