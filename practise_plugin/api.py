@@ -19,7 +19,7 @@ from torch import nn
 from .core import distributed
 from .core.errors import ConfigError, DataError
 from .core.files import check_output_file, ensure_writable_dir, work_dir_lock
-from .core.inputs import DataConfig, ImageSet
+from .core.inputs import DataConfig, ImageSet, check_count
 from .core.strategy import CompressionContext, CompressionResult, StrategyConfig
 from .core.torch_utils import count_params, eval_mode, example_input
 from .data.images import tiny_set_from
@@ -158,10 +158,11 @@ def export(
     """Write ``model`` as an OpenVINO IR into ``out_dir``, checked against torch. ``data`` calibrates int8
     and feeds the check (the built-in model defaults to shipped Fashion-MNIST images). With
     ``embed_preprocessing`` the IR takes raw u8 images in ``layout`` (mean/std and layout inside it)."""
+    check_count("num_samples", num_samples)
     bundle = load_model(model)
     images = tiny_set_from(data, bundle.data_config, num_samples, seed, progress)
     if images is None and _is_builtin_fmnist(bundle) and tuple(bundle.data_config.input_size) == (1, 28, 28):
-        images = builtin.tiny_set(num_samples or EXPORT_SAMPLES, seed)
+        images = builtin.tiny_set(EXPORT_SAMPLES if num_samples is None else num_samples, seed)
     return export_openvino(
         bundle.model, bundle.data_config.input_size, out_dir, name=name, precision=precision, calibration=images,
         check=check, batch_size=batch_size, data_config=bundle.data_config, class_names=class_names(bundle),
@@ -236,6 +237,8 @@ def compress_job(
     ranks return ``{"rank": r, "blocks": ...}``."""
     t0 = time.perf_counter()
     notes = notes if notes is not None else []
+    check_count("num_samples", num_samples)
+    check_count("eval_samples", eval_samples)
     device = distributed.device_for_rank(device)
     progress = progress and distributed.is_main()
     out = ensure_writable_dir(out_dir)
@@ -259,7 +262,7 @@ def compress_job(
     elif data_free:
         tiny = None
     elif demo:
-        tiny = builtin.tiny_set(num_samples or DEMO_SAMPLES, seed)
+        tiny = builtin.tiny_set(DEMO_SAMPLES if num_samples is None else num_samples, seed)
     elif strat.needs_data:
         raise DataError(f"strategy {strat.name!r} needs images: pass --data FOLDER (a tiny set is enough)")
     else:

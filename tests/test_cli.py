@@ -109,6 +109,37 @@ def test_bad_inputs_exit_2_with_the_fix(tmp_path, capsys):
     assert not (tmp_path / "o" / "report.json").exists() and not (tmp_path / "o" / "model.pt").exists()
 
 
+@pytest.mark.parametrize(("args", "flag"), [
+    (["compress", "--num-samples", "0"], "--num-samples"), (["compress", "--eval-samples", "-5"], "--eval-samples"),
+    (["compress", "--latency-batch-size", "0"], "--latency-batch-size"), (["compress", "--threads", "0"], "--threads"),
+    (["compress", "--latency-time", "0"], "--latency-time"), (["compress", "--latency-time", "nan"], "--latency-time"),
+    (["nncf", "cfg.json", "--model", "builtin", "--num-samples", "0"], "--num-samples"),
+    (["export", "builtin", "--batch-size", "0"], "--batch-size"),
+    (["export", "builtin", "--input-size", "1", "0", "28"], "--input-size"), (["bench", "builtin", "--time", "-1"], "--time"),
+])
+def test_a_zero_or_negative_count_is_refused_while_parsing(tmp_path, capsys, args, flag):
+    """Once `--num-samples 0` fell through to the demo's 500 images and ran for minutes; now every count, size
+    and time is refused before anything loads: argparse's exit status 2, the flag named, no folder made."""
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as e:
+        main(args if args[0] == "bench" else [*args, "--out", str(out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and ("must be" in err or "expected" in err)
+    assert not out.exists()
+
+
+def test_the_library_refuses_a_zero_count_before_making_the_output_folder(tmp_path):
+    from practise_plugin.api import compress_job
+    from practise_plugin.core.errors import DataError
+
+    with pytest.raises(DataError, match=r"num_samples \(--num-samples\) must be at least 1, got 0"):
+        compress_job(tmp_path / "o", "builtin", num_samples=0, progress=False)
+    with pytest.raises(DataError, match="eval_samples"):
+        compress_job(tmp_path / "o", "builtin", eval_samples=0, progress=False)
+    assert not (tmp_path / "o").exists()
+
+
 def test_interrupt_leaves_no_partial_ir(tmp_path, monkeypatch, capsys):
     import practise_plugin.export.ir as pov
 

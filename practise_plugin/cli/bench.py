@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..models import SPEC_FORMS
 from ..runtime import BACKENDS, COMPARE_TIME_S, MEASURE_TIME_S
+from .argtypes import positive_float, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,15 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help=f"model spec: {SPEC_FORMS}")
     p.add_argument("--backend", choices=BACKENDS, default="openvino", help="how latency is measured (default: openvino)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N (implies --backend cuda) (default: cpu)")
-    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per inference (default: 1)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="images per inference (default: 1)")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="CPU threads for openvino/torch (default: the runtime's choice; 1 reproduces the paper's CPU setting)")
-    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+    p.add_argument("--input-size", type=positive_int, nargs=3, metavar=("C", "H", "W"), default=None,
                    help="input size to time at (default: the model's own)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--blocks", nargs="+", metavar="NAME", help="time dropping these blocks (names as in the table)")
     which.add_argument("--all-blocks", action="store_true", help="time dropping each droppable block")
-    p.add_argument("--time", type=float, default=None, metavar="S",
+    p.add_argument("--time", type=positive_float, default=None, metavar="S",
                    help=f"seconds of timing for the base model and for each block (default: {MEASURE_TIME_S:g} / {COMPARE_TIME_S:g})")
     p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
                    help="store the block table here and reuse it when nothing it depends on changed")

@@ -17,6 +17,7 @@ from ..export import PRECISIONS
 from ..models import DEMO_SAMPLES, SPEC_FORMS
 from ..runtime import BACKENDS, COMPARE_TIME_S
 from ..strategies import build_config, get_strategy, list_strategies
+from .argtypes import positive_float, positive_int
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -57,12 +58,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", default="practise", help="strategy name (default: practise); list: `practise strategies`")
     p.add_argument("--data", type=Path, help="folder of images (one sub-folder per class, or flat; labels optional); "
                    "out-of-domain images work for practise. Default for builtin: shipped Fashion-MNIST images")
-    p.add_argument("--num-samples", type=int, metavar="N", help="draw a tiny set of N images from --data "
+    p.add_argument("--num-samples", type=positive_int, metavar="N", help="draw a tiny set of N images from --data "
                    f"(balanced when N >= classes; builtin default {DEMO_SAMPLES})")
     p.add_argument("--data-free", action="store_true", help="use no images: practise synthesises them from BN statistics")
     p.add_argument("--eval-data", type=Path, help="labelled folder to report top-1 on (default for builtin: the "
                    "Fashion-MNIST test set; otherwise teacher agreement on the tiny set)")
-    p.add_argument("--eval-samples", type=int, metavar="N", help="evaluate on N images drawn from the eval set "
+    p.add_argument("--eval-samples", type=positive_int, metavar="N", help="evaluate on N images drawn from the eval set "
                    "(default: all of them)")
     p.add_argument("--out", type=Path, default=Path("practise-out"), help="output folder (default: practise-out)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="OpenVINO IR precision (default: fp32)")
@@ -70,9 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device for scoring and recovery: cpu or cuda (default: cpu)")
     p.add_argument("--latency-backend", choices=BACKENDS, default="openvino",
                    help="what latency means: openvino (CPU, default), torch, cuda (CUDA events), macs (deterministic)")
-    p.add_argument("--latency-batch-size", type=int, default=1, help="batch size the latency is measured at (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads for latency (default: all cores)")
-    p.add_argument("--latency-time", type=float, default=COMPARE_TIME_S, metavar="S",
+    p.add_argument("--latency-batch-size", type=positive_int, default=1, help="batch size the latency is measured at (default 1)")
+    p.add_argument("--threads", type=positive_int, default=None, help="inference threads for latency (default: all cores)")
+    p.add_argument("--latency-time", type=positive_float, default=COMPARE_TIME_S, metavar="S",
                    help="time budget of each latency comparison; it stops early once its interval is tight, and "
                         "at most at 3x this")
     p.add_argument("--latency-cache", default=None, metavar="DIR",
@@ -143,7 +144,7 @@ def _run_config(args: argparse.Namespace) -> int:
     bundle = load_model(args.model, weights=args.weights, trust_code=args.trust_code)
     data = tiny_set_from(args.data, bundle.data_config, args.num_samples, 0, not args.quiet)
     if data is None and not args.data_free and bundle.spec.startswith("builtin:fmnist"):
-        data = builtin.tiny_set(args.num_samples or DEMO_SAMPLES, 0)
+        data = builtin.tiny_set(DEMO_SAMPLES if args.num_samples is None else args.num_samples, 0)
     controller = run_config(bundle, args.config, data, args.out / "openvino", work_dir=args.out / ".work",
                             device=args.device, latency_backend=args.latency_backend, num_threads=args.threads,
                             progress=not args.quiet)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ..core.errors import ConfigError
 from ..export import PRECISIONS, TOLERANCES
 from ..models import EXPORT_SAMPLES, SPEC_FORMS
+from .argtypes import positive_int
 
 if TYPE_CHECKING:
     from ..export.ir import ExportResult
@@ -37,11 +38,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, default=None, metavar="FOLDER",
                    help="images (flat folder or one sub-folder per class) for int8 calibration and for the check; "
                         f"the built-in model defaults to {EXPORT_SAMPLES} shipped Fashion-MNIST images")
-    p.add_argument("--num-samples", type=int, default=None, metavar="N",
+    p.add_argument("--num-samples", type=positive_int, default=None, metavar="N",
                    help="use a tiny set of N images drawn from --data (default: all of them)")
     p.add_argument("--seed", type=int, default=0, help="seed for drawing the tiny set (default: 0)")
-    p.add_argument("--batch-size", type=int, default=1, metavar="N", help="static batch size of the IR (default: 1)")
-    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+    p.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="static batch size of the IR (default: 1)")
+    p.add_argument("--input-size", type=positive_int, nargs=3, metavar=("C", "H", "W"), default=None,
                    help="static input size of the IR (default: the model's own)")
     p.add_argument("--weights", type=Path, default=None, metavar="PATH", help="state_dict to load onto MODEL first")
     p.add_argument("--name", default="model", help="file stem of the IR files (default: model)")

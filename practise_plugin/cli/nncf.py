@@ -8,6 +8,7 @@ from pathlib import Path
 from ..models import SPEC_FORMS
 from ..nncf.schema import known_algorithms
 from ..runtime import BACKENDS
+from .argtypes import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, metavar="SPEC", help=f"model spec: {SPEC_FORMS}")
     p.add_argument("--data", type=Path, default=None, metavar="FOLDER",
                    help="images (flat folder or one sub-folder per class): the tiny set and calibration images")
-    p.add_argument("--num-samples", type=int, default=None, metavar="N", help="draw a tiny set of N images from --data")
+    p.add_argument("--num-samples", type=positive_int, default=None, metavar="N", help="draw a tiny set of N images from --data")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="folder to write the IR and report into (required unless --check)")
     p.add_argument("--check", action="store_true",
@@ -40,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device for the strategies (default: the config's, else cpu)")
     p.add_argument("--latency-backend", choices=BACKENDS, default=None,
                    help="how strategies measure latency (default: the config's, else openvino)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for latency measurements")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="CPU threads for latency measurements")
     p.add_argument("--no-check", action="store_true", help="skip comparing the written IR with the torch model")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--trust-code", action="store_true",

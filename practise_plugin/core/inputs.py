@@ -49,6 +49,13 @@ class DataConfig:
         return (x - mean) / std
 
 
+def check_count(name: str, n: int | None) -> None:
+    """Refuse a set size below 1 (None means "all" or "the default"); callers check before a model loads or
+    an output folder is made, so a run that cannot make sense does no work and leaves nothing behind."""
+    if n is not None and n < 1:
+        raise DataError(f"{name} (--{name.replace('_', '-')}) must be at least 1, got {n}")
+
+
 def sample_tiny_set(labels: np.ndarray | torch.Tensor | None, n: int, seed: int = 0, num_items: int | None = None) -> np.ndarray:
     """Indices of a tiny set of ``n`` items, drawn as in the PRACTISE paper.
 
@@ -58,8 +65,7 @@ def sample_tiny_set(labels: np.ndarray | torch.Tensor | None, n: int, seed: int 
     total = num_items if labels is None else len(labels)
     if total is None:
         raise ValueError("give labels or num_items")
-    if n <= 0:
-        raise DataError(f"num_samples must be positive, got {n}")
+    check_count("num_samples", n)
     if n > total:
         raise DataError(f"asked for {n} images but only {total} are available; lower --num-samples to at most {total}")
     rng = np.random.default_rng(seed)
