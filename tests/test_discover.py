@@ -9,6 +9,7 @@ from torch import nn
 from conftest import random_model
 from practise_plugin import ModelError, discover_blocks
 from practise_plugin.graph.macs import count_macs
+from practise_plugin.graph.trace import trace_forward
 
 RESNET34_CANDIDATES = [
     "layer1.1", "layer1.2", "layer2.1", "layer2.2", "layer2.3",
@@ -70,3 +71,25 @@ def test_plain_network_has_no_candidate_and_says_what_to_do():
     plain = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
     with pytest.raises(ModelError, match="no residual add at all.*udfc"):
         discover_blocks(plain, torch.randn(1, 3, 16, 16))
+
+
+def test_the_trace_tells_tensors_apart_where_the_allocator_reuses_their_memory():
+    """A chain of layers frees each activation once the next is made, and the allocator hands that memory to a
+    later one: equal addresses, different tensors. The trace's identities must differ there (they once were
+    the addresses, and a ViT's readers of different tensors were fitted as readers of one)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(256, 256) if i % 2 == 0 else nn.ReLU() for i in range(9)]).eval()
+    addresses: dict[str, int] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, n=n: addresses.__setitem__(n, a[0].data_ptr()))
+             for n, m in model.named_children()]
+    try:
+        trace = trace_forward(model, torch.randn(4, 256))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(set(addresses.values())) < len(addresses)  # the memory was reused in this very pass
+    assert len(set(trace.in_id.values())) == len(addresses)  # every input told apart
+    relu = nn.ReLU(inplace=True)
+    inplace = nn.Sequential(nn.Linear(8, 8), relu).eval()
+    t = trace_forward(inplace, torch.randn(2, 8))
+    assert t.in_id["1"] == t.out_id["0"] == t.out_id["1"]  # one tensor: the in-place ReLU's input is its output

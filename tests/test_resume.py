@@ -181,3 +181,20 @@ def test_a_set_of_holes_moves_to_each_later_pre_adaptor_unit_and_scores_as_from_
     full = RecoverabilityScorer(model, data, batch_size=4, cache_bytes=0).fit(blocks)[0]
     assert abs(moved.mse - full.mse) <= 1e-5 * full.mse and moved.mse < moved.mse_dropped
     assert abs(moved.mse_dropped - full.mse_dropped) <= 1e-5 * full.mse_dropped
+
+
+def test_a_transformer_readers_start_at_their_block_when_their_branch_cannot_be_started_from(monkeypatch) -> None:
+    """In a pre-norm block the reader blocks.k.attn.qkv sits in blocks.k.attn, whose input (norm1's output) is
+    not the skip's; that branch is refused as a start and the passes start at blocks.k instead, for every later
+    block, with the MSE of full passes from the image (before, each reader ran from the hole)."""
+    model = random_model("timm:test_vit").model.eval()
+    data = ImageSet(torch.randn(4, 3, 160, 160, generator=torch.Generator().manual_seed(0)))
+    block = next(b for b in discover_blocks(model, data.images[:1], count_cost=False) if b.name == "blocks.0#1")
+    scorer = RecoverabilityScorer(model, data, batch_size=4)
+    moved, entered = _fit_watching_starts(monkeypatch, scorer, block)
+    later = sorted({int(p.split(".")[1]) for who, p in entered if who == "student" and p.count(".") == 1} - {0})
+    depth = max(int(s.module.split(".")[1]) for s in scorer.sites([block]))
+    assert later == list(range(1, depth + 1)), entered
+    assert scorer._exact_at.get("blocks.1.attn") is False and scorer._exact_at["blocks.1"]
+    full = RecoverabilityScorer(model, data, batch_size=4, cache_bytes=0).fit(block)[0]
+    assert abs(moved.mse - full.mse) <= 1e-5 * full.mse and moved.mse < moved.mse_dropped

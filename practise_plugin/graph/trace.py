@@ -8,6 +8,8 @@ hooked forward pass.
 from __future__ import annotations
 
 import inspect
+import itertools
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -22,8 +24,8 @@ class ForwardTrace:
     calls: dict[str, int]
     in_shape: dict[str, tuple[int, ...]]
     out_shape: dict[str, tuple[int, ...]]
-    in_ptr: dict[str, int]
-    out_ptr: dict[str, int]
+    in_id: dict[str, int]  # which tensor: equal numbers, the same tensor (or a view of it at the same address)
+    out_id: dict[str, int]
     none_args: dict[str, tuple[str, ...]] = field(default_factory=dict)  # optional arguments left None, per module
 
 
@@ -31,6 +33,19 @@ def trace_forward(model: nn.Module, example_input: torch.Tensor, fn=None) -> For
     """Run ``fn(model, x)`` (default ``model(x)``) once under hooks on every module."""
     t = ForwardTrace({}, {}, {}, {}, {}, {})
     handles = []
+    seen: dict[int, tuple[weakref.ref, int]] = {}  # address -> (the tensor last seen there, its number)
+    numbers = itertools.count()
+
+    def identity(x: torch.Tensor) -> int:
+        """A number per tensor. An address alone is not one: once a tensor is freed, the allocator hands its
+        memory to a later one, and two readers of different tensors (a ViT's norm2 output and the next
+        block's norm1 output) looked like readers of one. A live tensor at that address shares its storage."""
+        last = seen.get(x.data_ptr())
+        if last is not None and last[0]() is not None:
+            return last[1]
+        number = next(numbers)
+        seen[x.data_ptr()] = (weakref.ref(x), number)
+        return number
 
     def first_tensor(args):
         for a in args:
@@ -47,14 +62,14 @@ def trace_forward(model: nn.Module, example_input: torch.Tensor, fn=None) -> For
             x = first_tensor(args)
             if x is not None:
                 t.in_shape.setdefault(name, tuple(x.shape))
-                t.in_ptr.setdefault(name, x.data_ptr())
+                t.in_id.setdefault(name, identity(x))
         return hook
 
     def post(name):
         def hook(mod, args, out):
             if isinstance(out, torch.Tensor):
                 t.out_shape.setdefault(name, tuple(out.shape))
-                t.out_ptr.setdefault(name, out.data_ptr())
+                t.out_id.setdefault(name, identity(out))
         return hook
 
     for name, m in model.named_modules():

@@ -171,12 +171,12 @@ class StreamAnalysis:
 
     def _runtime_sites(self, path: str, side: str) -> list[AdaptorSite]:
         """For untraceable containers: layers that received (in) or produced (out) the very same tensor."""
-        ptrs = self.trace.in_ptr if side == "in" else self.trace.out_ptr
-        target = ptrs.get(path)
+        ids = self.trace.in_id if side == "in" else self.trace.out_id
+        target = ids.get(path)
         sites = []
         for name, sub in self.model.get_submodule(path).named_modules():
             full = _join(path, name)
-            if name and ptrs.get(full) == target and target is not None:
+            if name and ids.get(full) == target and target is not None:
                 ch = _foldable(sub, side)
                 if ch:
                     sites.append(AdaptorSite(full, side, ch))
@@ -240,10 +240,6 @@ class StreamAnalysis:
         return residual_chain(self.model.get_submodule(path), self.trace.none_args.get(path, ()))
 
 
-def _eye(P: torch.Tensor) -> torch.Tensor:
-    return torch.eye(P.shape[0], dtype=P.dtype, device=P.device)
-
-
 class Adaptors(nn.Module):
     """A set of identity-initialised adaptors, attached to a model with hooks (no structural change)."""
 
@@ -255,10 +251,18 @@ class Adaptors(nn.Module):
 
     @staticmethod
     def _mix(P: torch.Tensor, x: torch.Tensor, channels_dim: int) -> torch.Tensor:
-        # most adaptors stay at identity while others are fitted: without autograd, skip the product (the
-        # C x C check is nothing next to the layer's own cost); with it, P must stay in the graph to be trained
-        if not (torch.is_grad_enabled() and P.requires_grad) and torch.equal(P, _eye(P)):
-            return x
+        # most adaptors stay at identity while others are fitted, and the closed form probes with scaled
+        # identities: without autograd, a diagonal P is a per-channel scale (identity: nothing), the same values
+        # as the product for a C-th of its cost (the C x C checks are nothing next to the layer's own cost); with
+        # autograd, P must stay in the graph to be trained
+        if not (torch.is_grad_enabled() and P.requires_grad):
+            d = P.diagonal()
+            if bool(torch.count_nonzero(P) == torch.count_nonzero(d)):
+                if torch.equal(d, torch.ones_like(d)):
+                    return x
+                shape = [1] * x.dim()
+                shape[channels_dim] = -1
+                return x * d.view(shape)
         if channels_dim == 1:
             return F.conv2d(x, P[:, :, None, None]) if x.dim() == 4 else torch.einsum("oc,nc...->no...", P, x)
         return x @ P.t()

@@ -458,17 +458,34 @@ class RecoverabilityScorer:
         return starts
 
     def _holder(self, paths: list[str], starts: list[StartAt]) -> str | None:
-        """The deepest module holding every one of ``paths`` that runs once, after the current start: where
-        their passes can start (None: nowhere past the current start)."""
+        """The deepest module holding every one of ``paths`` that runs once, after the current start, and that a
+        pass can start from exactly: where their passes can start (None: nowhere past the current start).
+
+        The deepest is not always startable: in a pre-norm transformer block the reader ``blocks.k.attn.qkv``
+        sits in ``blocks.k.attn``, whose input is ``norm1(x)`` while the skip needs ``x`` itself; the block
+        around it is the start then. Without walking up, every reader of a ViT ran from the hole (a candidate
+        in the first block cost 22 passes through up to 11 blocks)."""
         trace = self.analysis.trace
         holder = parent_path(paths[0])
         while holder and not all(p.startswith(holder + ".") for p in paths):
             holder = parent_path(holder)
         current = starts[-1].path if starts else None
-        if (not holder or trace.calls.get(holder) != 1 or holder not in trace.in_shape
-                or (current is not None and self.order[holder] <= self.order[current])):
-            return None
-        return holder
+        while holder and (current is None or self.order[holder] > self.order[current]):
+            if trace.calls.get(holder) == 1 and holder in trace.in_shape and self._startable(holder, starts):
+                return holder
+            holder = parent_path(holder)
+        return None
+
+    def _startable(self, unit: str, starts: list[StartAt]) -> bool:
+        """Whether passes can start at ``unit`` exactly (:meth:`_exact`), decided on the teacher's inputs of the
+        first two images there (under ``starts``) before a whole set of inputs is computed for it."""
+        if unit not in self._exact_at:
+            first = slice(0, min(2, len(self.images)))
+            for s in starts:
+                s.feed(first, self.device)
+            head = capture(self.ref, unit, feature_fn(self.ref, self.point), self.images[first].to(self.device), output=False)
+            self._exact(unit, head.detach().clone(), starts)
+        return self._exact_at[unit]
 
     def _move_to(self, unit: str | None, adaptors: Adaptors, starts: list[StartAt], moved: _Moved,
                  s_fn, t_fn) -> list[StartAt]:  # noqa: ANN001
@@ -476,7 +493,7 @@ class RecoverabilityScorer:
         or ``starts`` unchanged when the inputs there would pass the cache budget or starting there is inexact.
         The teacher's inputs there are kept for the next candidates, whose readers come after their holes too."""
         kept = self._teacher_at.get(unit) if unit is not None else None
-        if unit is None or self._exact_at.get(unit) is False or not self._room(unit, 2 if kept is None else 1, starts):
+        if unit is None or not self._startable(unit, starts) or not self._room(unit, 2 if kept is None else 1, starts):
             return starts
         student, teacher = [], []
         adaptors.attach(self.work)
@@ -490,10 +507,7 @@ class RecoverabilityScorer:
         base = [s for s in starts if s not in moved.pair]
         moved.move([])
         if kept is None:
-            kept = torch.cat(teacher)
-            if not self._exact(unit, kept, base):
-                return base
-            self._teacher_at[unit] = kept
+            kept = self._teacher_at[unit] = torch.cat(teacher)
         trace = self.analysis.trace
         moved.move([StartAt(self.work, unit, trace, torch.cat(student)), StartAt(self.ref, unit, trace, kept)])
         return base + moved.pair
@@ -501,11 +515,16 @@ class RecoverabilityScorer:
     def _reading_together(self, adaptors: Adaptors, readers: list[int]) -> list[list[int]]:
         """Readers in forward order, consecutive ones that read the same tensor of the teacher in one group:
         none of them feeds another, so they are fitted from the same passes."""
-        ptr = self.analysis.trace.in_ptr
+        trace = self.analysis.trace
+
+        def read(i: int) -> tuple | None:  # which tensor, and its shape: a view at the same address is another one
+            module = adaptors.sites[i].module
+            return (trace.in_id[module], trace.in_shape.get(module)) if module in trace.in_id else None
+
         groups: list[list[int]] = []
         for i in readers:
-            p = ptr.get(adaptors.sites[i].module)
-            if groups and p is not None and ptr.get(adaptors.sites[groups[-1][0]].module) == p:
+            p = read(i)
+            if groups and p is not None and read(groups[-1][0]) == p:
                 groups[-1].append(i)
             else:
                 groups.append([i])
