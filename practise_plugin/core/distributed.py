@@ -181,7 +181,21 @@ def gather(items: dict[int, T], what: str) -> dict[int, T]:
     return {k: v for part in parts for k, v in part.items()}
 
 
-def shard(n: int) -> range:
-    """This rank's share of ``n`` work items in order: every ``world_size``-th one, so that items whose cost
-    falls along the order (candidates scored from ever later units) spread evenly."""
-    return range(rank(), n, world_size())
+def split(costs: list[float], parts: int) -> list[list[int]]:
+    """Items (by index) divided into ``parts`` shares of about equal total estimated cost: the costliest first,
+    each to the share with the least so far (ties: the lower share), every share in index order. Deterministic,
+    so every rank computes the same split from the same estimates."""
+    load = [0.0] * parts
+    shares: list[list[int]] = [[] for _ in range(parts)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        k = min(range(parts), key=lambda k: (load[k], k))
+        shares[k].append(i)
+        load[k] += costs[i]
+    return [sorted(share) for share in shares]
+
+
+def shard(costs: list[float]) -> list[int]:
+    """This rank's share of the work items with these estimated costs (:func:`split`), in order. Dealing every
+    ``world_size``-th item left the first rank the costlier item of every pair when costs fall along the order
+    (candidates scored from ever later units): 1.40 s of work against 1.15 s on the built-in network."""
+    return split(costs, world_size())[rank()]

@@ -615,9 +615,12 @@ class RecoverabilityScorer:
         """R of each block, in the order given (computed in forward order of their start units).
 
         Under ``torchrun`` the candidates are divided over the ranks (each its share of that order) and the
-        scores gathered: every fit depends only on its own candidate, so the result is the serial one."""
-        order = sorted(range(len(blocks)), key=lambda i: self.order.get(self.start_unit([blocks[i]]) or "", 0))
-        mine = [order[k] for k in distributed.shard(len(order))]
+        scores gathered: every fit depends only on its own candidate, so the result is the serial one. A
+        candidate's passes run from its start unit to the features, so its cost is estimated by the traced
+        modules from there on, and the shares are balanced on that (:func:`distributed.shard`)."""
+        at = [self.order.get(self.start_unit([b]) or "", 0) for b in blocks]
+        order = sorted(range(len(blocks)), key=at.__getitem__)
+        mine = [order[k] for k in distributed.shard([float(len(self.order) - at[i]) for i in order])]
         out: dict[int, Recoverability] = {}
         bar = tqdm(mine, desc=f"recoverability ({self.method})", unit="block", leave=False,
                    disable=not progress or not distributed.is_main())
