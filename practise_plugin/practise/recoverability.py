@@ -245,17 +245,17 @@ class RecoverabilityScorer:
         if unit in self._teacher_at:
             return self._teacher_at[unit]
         start = StartAt(self.ref, source, self.analysis.trace, self._teacher_at.pop(source)) if source else None
-        if self._exact_at.get(unit) is False or not self._room(unit, 1, [start] if start else []):
+        starts = [start] if start else []
+        if self._exact_at.get(unit) is False or not self._room(unit, 1, starts):
             return None
         fn = feature_fn(self.ref, self.point)
         parts = []
         with start or contextlib.nullcontext():
-            for _, x in self._batches([start] if start else []):
+            if not self._startable(unit, starts):
+                return None
+            for _, x in self._batches(starts):
                 parts.append(capture(self.ref, unit, fn, x, output=False).detach().clone())
-        inputs = torch.cat(parts)
-        if not self._exact(unit, inputs, []):
-            return None
-        self._teacher_at[unit] = inputs
+        inputs = self._teacher_at[unit] = torch.cat(parts)
         return inputs
 
     def _room(self, unit: str, copies: int, starts: list[StartAt]) -> bool:
@@ -276,19 +276,6 @@ class RecoverabilityScorer:
         while held() + need > self.cache_bytes and spare:
             del self._teacher_at[spare.pop()]
         return held() + need <= self.cache_bytes
-
-    def _exact(self, unit: str, inputs: torch.Tensor, starts: list[StartAt]) -> bool:
-        """Whether the teacher started at ``unit`` (fed ``inputs``, under the active ``starts``) gives its full-pass
-        features. Checked on two images (an inexact start shows on any) once per unit: it depends on the model's
-        structure, not on the candidate."""
-        if unit not in self._exact_at:
-            first = slice(0, min(2, len(self.images)))
-            for s in starts:
-                s.feed(first, self.device)
-            self._exact_at[unit] = reproduces(StartAt(self.ref, unit, self.analysis.trace, inputs),
-                                              feature_fn(self.ref, self.point), self.images[first].to(self.device),
-                                              self.targets[first], first)
-        return self._exact_at[unit]
 
     @contextlib.contextmanager
     def _started(self, unit: str | None) -> Iterator[list[StartAt]]:
@@ -477,14 +464,17 @@ class RecoverabilityScorer:
         return None
 
     def _startable(self, unit: str, starts: list[StartAt]) -> bool:
-        """Whether passes can start at ``unit`` exactly (:meth:`_exact`), decided on the teacher's inputs of the
-        first two images there (under ``starts``) before a whole set of inputs is computed for it."""
+        """Whether the teacher started at ``unit`` (under the active ``starts``) gives its full-pass features.
+        Checked on two images (an inexact start shows on any) once per unit, before a whole set of inputs is
+        computed there: it depends on the model's structure, not on the candidate."""
         if unit not in self._exact_at:
             first = slice(0, min(2, len(self.images)))
             for s in starts:
                 s.feed(first, self.device)
-            head = capture(self.ref, unit, feature_fn(self.ref, self.point), self.images[first].to(self.device), output=False)
-            self._exact(unit, head.detach().clone(), starts)
+            fn, x = feature_fn(self.ref, self.point), self.images[first].to(self.device)
+            head = capture(self.ref, unit, fn, x, output=False).detach().clone()
+            self._exact_at[unit] = reproduces(StartAt(self.ref, unit, self.analysis.trace, head), fn, x,
+                                              self.targets[first], first)
         return self._exact_at[unit]
 
     def _move_to(self, unit: str | None, adaptors: Adaptors, starts: list[StartAt], moved: _Moved,
