@@ -51,8 +51,15 @@ def _check_fold(bundle, block_name: str, atol: float) -> None:
         _perturbed(adaptors, 0)
         hooked = model(x)
         assert not torch.allclose(hooked, plain, atol=1e-4)
-        adaptors.fold_into(model)  # also detaches the hooks
+        adaptors.detach()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with adaptors.folded(model):  # the scorer's passes: folded for the duration, then restored
+            temporary = model(x)
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+        assert torch.equal(model(x), plain)
+        adaptors.fold_into(model)
         folded = model(x)
+    assert torch.allclose(temporary, hooked, atol=atol, rtol=1e-4)
     assert torch.allclose(folded, hooked, atol=atol, rtol=1e-4)
 
 

@@ -50,11 +50,17 @@ def _out_sites(adaptors):
     return {s.module: m.detach() for s, m in zip(adaptors.sites, adaptors.mats) if s.side == "out"}
 
 
-def test_closed_form_pre_adaptors_reach_the_least_squares_optimum_on_a_linear_stream():
-    """EfficientNet's stream is BN(conv_pwl(.)) + skip: the pre-adaptor fit is a plain least squares."""
+@pytest.mark.parametrize("dead", [False, True])
+def test_closed_form_pre_adaptors_reach_the_least_squares_optimum_on_a_linear_stream(dead):
+    """EfficientNet's stream is BN(conv_pwl(.)) + skip: the pre-adaptor fit is a plain least squares. With a
+    writer channel that is zero on every image (``dead``) the first images cannot show its scale, and every
+    batch is probed instead."""
     b = load_model("builtin:efficientnet_lite0", input_size=(3, 64, 64))
     photos = builtin.imagenet_samples(b.data_config)
     teacher = b.model
+    if dead:
+        with torch.no_grad():
+            teacher.blocks[4][0].conv_pwl.weight[3].zero_()
     block = next(x for x in discover_blocks(teacher, photos.images[:1], count_cost=False) if x.name == "blocks.4.1")
     rec, adaptors = RecoverabilityScorer(teacher, photos, method="closed_form").fit(block)
     p = _out_sites(adaptors)["blocks.4.0.conv_pwl"]  # 4.0 is the stage's first unit: its output is bn3(conv_pwl)
@@ -72,9 +78,14 @@ def test_closed_form_pre_adaptors_reach_the_least_squares_optimum_on_a_linear_st
     with torch.no_grad():
         e = bn(torch.zeros_like(y))
         fitted = bn(torch.einsum("oc,nchw->nohw", p, y))
-    # the best map of this form, by torch.linalg.lstsq: (t - e) ~ Z y with Z = D P
+    # the best map of this form, by torch.linalg.lstsq: (t - e) ~ Z y with Z = D P; a dead channel's row of P
+    # cannot be reached (its scale in D is never seen) and stays the identity's
     z = torch.linalg.lstsq(flat(y).t(), flat(t - e).t()).solution
-    best = float((flat(t - e) - z.t() @ flat(y)).pow(2).sum())
+    residual = (flat(t - e) - z.t() @ flat(y)).pow(2).sum(1)
+    if dead:
+        assert torch.equal(p[3], torch.eye(len(p))[3])
+        residual[3] = (flat(t) - flat(bn(y))).pow(2).sum(1)[3]
+    best = float(residual.sum())
     ours = float((flat(t) - flat(fitted)).pow(2).sum())
     bare = float((flat(t) - flat(bn(y).detach())).pow(2).sum())  # the hole: the stream goes on as 4.0 left it
     assert ours <= 1.02 * best  # ridge-regularised, so a hair above the unregularised optimum

@@ -14,6 +14,8 @@ layer is linear and the adaptor touches nothing else.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -241,7 +243,8 @@ class StreamAnalysis:
 
 
 class Adaptors(nn.Module):
-    """A set of identity-initialised adaptors, attached to a model with hooks (no structural change)."""
+    """A set of identity-initialised adaptors: hooks on a model for training them (no structural change),
+    folded into its weights for passes without autograd (:meth:`folded`)."""
 
     def __init__(self, sites: list[AdaptorSite]) -> None:
         super().__init__()
@@ -251,18 +254,6 @@ class Adaptors(nn.Module):
 
     @staticmethod
     def _mix(P: torch.Tensor, x: torch.Tensor, channels_dim: int) -> torch.Tensor:
-        # most adaptors stay at identity while others are fitted, and the closed form probes with scaled
-        # identities: without autograd, a diagonal P is a per-channel scale (identity: nothing), the same values
-        # as the product for a C-th of its cost (the C x C checks are nothing next to the layer's own cost); with
-        # autograd, P must stay in the graph to be trained
-        if not (torch.is_grad_enabled() and P.requires_grad):
-            d = P.diagonal()
-            if bool(torch.count_nonzero(P) == torch.count_nonzero(d)):
-                if torch.equal(d, torch.ones_like(d)):
-                    return x
-                shape = [1] * x.dim()
-                shape[channels_dim] = -1
-                return x * d.view(shape)
         if channels_dim == 1:
             return F.conv2d(x, P[:, :, None, None]) if x.dim() == 4 else torch.einsum("oc,nc...->no...", P, x)
         return x @ P.t()
@@ -285,19 +276,45 @@ class Adaptors(nn.Module):
             h.remove()
         self._handles = []
 
+    @staticmethod
+    def _fold(m: nn.Module, site: AdaptorSite, P: torch.Tensor) -> None:
+        P = P.detach().to(m.weight.dtype)
+        w = m.weight
+        if site.side == "out":
+            m.weight.copy_((P @ w.reshape(w.shape[0], -1)).reshape(w.shape))
+            if m.bias is not None:
+                m.bias.copy_(P @ m.bias)
+        elif isinstance(m, nn.Conv2d):
+            m.weight.copy_(torch.einsum("oc...,ci->oi...", w, P))
+        else:
+            m.weight.copy_(w @ P)
+
     @torch.no_grad()
     def fold_into(self, model: nn.Module) -> None:
         """Fold every adaptor into its layer's weights (exact); the model then runs without hooks."""
         self.detach()
         for site, P in zip(self.sites, self.mats):
-            m = model.get_submodule(site.module)
-            P = P.detach().to(m.weight.dtype)
-            w = m.weight
-            if site.side == "out":
-                m.weight.copy_((P @ w.reshape(w.shape[0], -1)).reshape(w.shape))
-                if m.bias is not None:
-                    m.bias.copy_(P @ m.bias)
-            elif isinstance(m, nn.Conv2d):
-                m.weight.copy_(torch.einsum("oc...,ci->oi...", w, P))
-            else:
-                m.weight.copy_(w @ P)
+            self._fold(model.get_submodule(site.module), site, P)
+
+    @contextlib.contextmanager
+    @torch.no_grad()
+    def folded(self, model: nn.Module) -> Iterator[None]:
+        """The adaptors folded into ``model``'s layers for the duration, the weights restored after: the
+        values of :meth:`attach` without autograd, at none of the hooks' cost. An adaptor is a C x C product
+        per position: before a ResNet bottleneck's first 1x1 conv it cost four times that conv, and the
+        scorer runs its passes with most adaptors at identity (skipped here) or a probe's scaled identity."""
+        saved: dict[str, list[torch.Tensor]] = {}
+        try:
+            for site, P in zip(self.sites, self.mats):
+                if torch.equal(P, torch.eye(P.shape[0], dtype=P.dtype, device=P.device)):
+                    continue
+                m = model.get_submodule(site.module)
+                if site.module not in saved:
+                    saved[site.module] = [t.clone() for t in (m.weight, m.bias) if t is not None]
+                self._fold(m, site, P)
+            yield
+        finally:
+            for path, originals in saved.items():
+                m = model.get_submodule(path)
+                for t, original in zip((m.weight, m.bias), originals):
+                    t.copy_(original)

@@ -53,6 +53,7 @@ from ..surgery.drop import dropped_temporarily
 from .adaptors import Adaptors, AdaptorSite, StreamAnalysis
 
 METHODS = ("closed_form", "sgd", "none")
+PROBE_IMAGES = 4  # images the pre-adaptor fit probes for D_w: any of them shows a nonlinearity as a whole batch would
 CACHE_BYTES = 2 << 30  # largest set of cached unit inputs kept (fp32); a unit past it runs from the image
 
 
@@ -316,8 +317,8 @@ class RecoverabilityScorer:
         else e), probing the student with each writer zeroed gives u_w = D_w y_w and e. A ridge least
         squares then finds Q with e + sum_w Q_w u_w ~ t, and P_w = D_w^-1 Q_w D_w. The probes also check
         the assumption (doubling every writer must double o - e; u_w must be D_w y_w): when it fails, the
-        pre-adaptors stay at identity and False is returned. Only the first batch is probed (or the first
-        few, until every channel of y has been nonzero): D_w is then known, and a later batch needs one
+        pre-adaptors stay at identity and False is returned. Only the first PROBE_IMAGES images are probed
+        (whole batches, while some channel of y has not been nonzero): D_w is then known, and a batch needs one
         student pass, u_w = D_w y_w read from hooks on the writers. When the unit ends in ``relu(add)``, o is
         the ReLU's input and the target is t where t > 0, else min(o, 0): the nearest point that the ReLU
         maps onto t (an inactive position only needs to stay non-positive).
@@ -332,13 +333,10 @@ class RecoverabilityScorer:
         def stream(x: torch.Tensor, scales: list[float]) -> torch.Tensor:
             for i, a in zip(idx, scales):
                 mats[i].copy_(a * torch.eye(mats[i].shape[0]))
-            adaptors.attach(self.work)
-            try:
+            with adaptors.folded(self.work):
                 if act is not None:
                     return _pre_activation(self.work, act, unit, s_fn, x)
                 return capture(self.work, unit, s_fn, x, output=True)
-            finally:
-                adaptors.detach()
 
         n = len(idx)
         c = adaptors.sites[idx[0]].channels
@@ -347,9 +345,13 @@ class RecoverabilityScorer:
         uy = torch.zeros(n, c, dtype=torch.float64)
         yy = torch.zeros(n, c, dtype=torch.float64)
         uu = torch.zeros(n, c, dtype=torch.float64)
-        signal = 0.0
-        d: torch.Tensor | None = None  # D_w, once the probed batches have seen every channel
-        for index, x in self._batches(starts):
+
+        def flat(z: torch.Tensor) -> torch.Tensor:
+            return _channels_first(z, z.dim() == 4).float().cpu()
+
+        def observe(x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
+            """The stream o1 (writers at identity) and the writers' outputs y_w, (C, M) each; None when a
+            writer did not run once with the stream's shape."""
             raw: dict[int, torch.Tensor] = {}  # by writer, not in call order (a downsample runs after conv2)
             handles = [self.work.get_submodule(adaptors.sites[i].module).register_forward_hook(
                 lambda mod, a, out, w=w, raw=raw: raw.__setitem__(w, out)) for w, i in enumerate(idx)]
@@ -359,31 +361,54 @@ class RecoverabilityScorer:
                 for h in handles:
                     h.remove()
             if len(raw) != n or any(r.shape != o1.shape for r in raw.values()):
+                return None
+            return o1, [flat(raw[w]) for w in range(n)]
+
+        def probe(x: torch.Tensor, o1: torch.Tensor, y: list[torch.Tensor], first: bool) -> list[torch.Tensor] | None:
+            """u_w from the stream with all writers zeroed, then each but the last alone (uy, yy, uu summed for
+            D_w); None when the stream is not e + sum_w D_w y_w."""
+            e = stream(x, [0.0] * n)
+            if e.shape != o1.shape:
+                return None
+            if first:  # an activation after the add shows on any image
+                nonlinear = _square_sum((stream(x, [2.0] * n) - e) - 2 * (o1 - e))
+                if nonlinear > 1e-6 * _square_sum(o1 - e):
+                    return None
+            # u_w = o1 minus the stream with writer w zeroed; the last one follows from the sum, o1 - e = sum_w u_w
+            u = [flat(o1 - stream(x, [0.0 if k == w else 1.0 for k in range(n)])) for w in range(n - 1)]
+            u.append(flat(o1 - e) - sum(u))  # sum([]) is 0: one writer gives u = o1 - e
+            for w in range(n):
+                uy[w] += (u[w] * y[w]).sum(1).double()
+                yy[w] += (y[w] * y[w]).sum(1).double()
+                uu[w] += (u[w] * u[w]).sum(1).double()
+            if float((uu - uy * uy / yy.clamp_min(1e-30)).sum() / uu.sum().clamp_min(1e-30)) > 1e-4:
+                return None  # u_w is not a per-channel scaling of y_w
+            return u
+
+        # D_w from the first few images: the probes then cost a few unit passes on them, not on every image
+        head = slice(0, min(PROBE_IMAGES, len(self.images)))
+        for s in starts:
+            s.feed(head, self.device)
+        x = self.images[head].to(self.device)
+        seen = observe(x)
+        if seen is None or probe(x, *seen, first=True) is None:
+            return self._reset(adaptors, idx)
+        d: torch.Tensor | None = uy / yy  # D_w, once the probed images have shown every channel of y nonzero
+        if not bool((yy > 0).all()):  # some channel has not: probe whole batches until each has
+            d = None
+            for acc in (uy, yy, uu):
+                acc.zero_()
+        signal = 0.0
+        for index, x in self._batches(starts):
+            seen = observe(x)
+            if seen is None:
                 return self._reset(adaptors, idx)
-            conv = o1.dim() == 4
-
-            def flat(z: torch.Tensor, conv: bool = conv) -> torch.Tensor:
-                return _channels_first(z, conv).float().cpu()
-
-            y = [flat(raw[w]) for w in range(n)]
-            if d is None:  # probe: the stream with all writers zeroed, then each but the last alone
-                e = stream(x, [0.0] * n)
-                if e.shape != o1.shape:
+            o1, y = seen
+            if d is None:
+                u = probe(x, o1, y, index.start == 0)
+                if u is None:
                     return self._reset(adaptors, idx)
-                if index.start == 0:  # an activation after the add shows on the first batch
-                    nonlinear = _square_sum((stream(x, [2.0] * n) - e) - 2 * (o1 - e))
-                    if nonlinear > 1e-6 * _square_sum(o1 - e):
-                        return self._reset(adaptors, idx)
-                # u_w = o1 minus the stream with writer w zeroed; the last one follows from the sum, o1 - e = sum_w u_w
-                u = [flat(o1 - stream(x, [0.0 if k == w else 1.0 for k in range(n)])) for w in range(n - 1)]
-                u.append(flat(o1 - e) - sum(u))  # sum([]) is 0: one writer gives u = o1 - e
-                for w in range(n):
-                    uy[w] += (u[w] * y[w]).sum(1).double()
-                    yy[w] += (y[w] * y[w]).sum(1).double()
-                    uu[w] += (u[w] * u[w]).sum(1).double()
-                if float((uu - uy * uy / yy.clamp_min(1e-30)).sum() / uu.sum().clamp_min(1e-30)) > 1e-4:
-                    return self._reset(adaptors, idx)  # u_w is not a per-channel scaling of y_w
-                if bool((yy > 0).all()):  # later batches: u_w = D_w y_w from the hooks alone, no probes
+                if bool((yy > 0).all()):
                     d = uy / yy
             else:
                 u = [d[w].float()[:, None] * y[w] for w in range(n)]
@@ -399,11 +424,14 @@ class RecoverabilityScorer:
         if signal == 0.0:
             return self._reset(adaptors, idx)
         q = _ridge_toward(torch.eye(c, dtype=torch.float64).repeat(1, n), xx, yx, self.ridge)
-        tiny = 1e-8 * float(d.abs().max())
-        d = torch.where(d.abs() < tiny, torch.full_like(d, tiny), d)
+        # a row of P_w needs D_w of its channel: where no probed image showed it (the channel was zero on all of
+        # them, a pruned filter) or it is zero, the row stays the identity's (Q's rows are separate least
+        # squares, so the others keep their optimum); dividing by a stand-in made such a row explode (1e18 MSE)
+        known = (yy > 0) & (d.abs() > 1e-8 * float(d.abs().max()))
+        eye = torch.eye(c, dtype=torch.float64)
         for w, i in enumerate(idx):
-            qw = q[:, w * c : (w + 1) * c]
-            mats[i].copy_((qw * d[w][None, :] / d[w][:, None]).float())
+            pw = q[:, w * c : (w + 1) * c] * d[w][None, :] / torch.where(known[w], d[w], 1.0)[:, None]
+            mats[i].copy_(torch.where(known[w][:, None], pw, eye).float())
         return True
 
     def _writer_sites(self, adaptors: Adaptors, plan: _PreFit) -> list[int]:
@@ -486,14 +514,11 @@ class RecoverabilityScorer:
         if unit is None or not self._startable(unit, starts) or not self._room(unit, 2 if kept is None else 1, starts):
             return starts
         student, teacher = [], []
-        adaptors.attach(self.work)
-        try:
+        with adaptors.folded(self.work):
             for _, x in self._batches(starts):
                 student.append(capture(self.work, unit, s_fn, x, output=False).detach().clone())
                 if kept is None:
                     teacher.append(capture(self.ref, unit, t_fn, x, output=False).detach().clone())
-        finally:
-            adaptors.detach()
         base = [s for s in starts if s not in moved.pair]
         moved.move([])
         if kept is None:
@@ -527,23 +552,27 @@ class RecoverabilityScorer:
         convs = [isinstance(self.work.get_submodule(p), nn.Conv2d) for p in paths]
         aa = [torch.zeros(s.channels, s.channels, dtype=torch.float64) for s in sites]
         ba = [torch.zeros(s.channels, s.channels, dtype=torch.float64) for s in sites]
-        adaptors.attach(self.work)
-        try:
+        apart = False
+        with adaptors.folded(self.work):
             for index, x in self._batches(starts):
                 got = capture_many(self.work, paths, s_fn, x, output=False)
                 want = capture_many(self.ref, paths, t_fn, x, output=False)
                 if index.start == 0 and len(group) > 1 and not all(torch.equal(w, want[0]) for w in want[1:]):
-                    adaptors.detach()  # the same address held different tensors: fit them one by one
-                    for i in group:
-                        self._fit_readers(adaptors, [i], starts, s_fn, t_fn)
-                    return
+                    apart = True  # they read different tensors after all: fit them one by one
+                    break
+                grams: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
                 for k, conv in enumerate(convs):
-                    a = _channels_first(got[k], conv).float().cpu()
-                    b = _channels_first(want[k], conv).float().cpu()
-                    aa[k] += _gram(a, a)
-                    ba[k] += _gram(b, a)
-        finally:
-            adaptors.detach()
+                    key = (id(got[k]), id(want[k]), conv)  # readers of the very same tensors (a stage's first
+                    if key not in grams:  # conv and its downsample) share their Grams: one product, not two
+                        a = _channels_first(got[k], conv).float().cpu()
+                        b = _channels_first(want[k], conv).float().cpu()
+                        grams[key] = _gram(a, a), _gram(b, a)
+                    aa[k] += grams[key][0]
+                    ba[k] += grams[key][1]
+        if apart:
+            for i in group:
+                self._fit_readers(adaptors, [i], starts, s_fn, t_fn)
+            return
         for k, i in enumerate(group):
             p = _ridge_toward(torch.eye(sites[k].channels, dtype=torch.float64), aa[k], ba[k], self.ridge)
             adaptors.mats[i].copy_(p.float())
@@ -592,11 +621,8 @@ class RecoverabilityScorer:
             if self.method == "none":
                 mse = dropped
             else:
-                adaptors.attach(self.work)
-                try:
+                with adaptors.folded(self.work):
                     mse = self._mse(starts)
-                finally:
-                    adaptors.detach()
         name = "+".join(b.name for b in blocks)
         rec = Recoverability(name, mse, dropped, self.method, time.perf_counter() - t0, len(adaptors.sites))
         return rec, adaptors
