@@ -82,13 +82,17 @@ def test_the_trace_tells_tensors_apart_where_the_allocator_reuses_their_memory()
     addresses: dict[str, int] = {}
     hooks = [m.register_forward_pre_hook(lambda m, a, n=n: addresses.__setitem__(n, a[0].data_ptr()))
              for n, m in model.named_children()]
-    try:
-        trace = trace_forward(model, torch.randn(4, 256))
+    reused = 0
+    try:  # whether the allocator reuses memory within one pass depends on what else allocates meanwhile
+        for _ in range(20):
+            addresses.clear()
+            trace = trace_forward(model, torch.randn(4, 256))
+            assert len(set(trace.in_id.values())) == len(addresses) == 9  # every input told apart
+            reused += len(set(addresses.values())) < len(addresses)
     finally:
         for h in hooks:
             h.remove()
-    assert len(set(addresses.values())) < len(addresses)  # the memory was reused in this very pass
-    assert len(set(trace.in_id.values())) == len(addresses)  # every input told apart
+    assert reused  # some pass had equal addresses for different tensors, so the identities above were tested
     relu = nn.ReLU(inplace=True)
     inplace = nn.Sequential(nn.Linear(8, 8), relu).eval()
     t = trace_forward(inplace, torch.randn(2, 8))
