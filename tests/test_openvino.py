@@ -255,3 +255,76 @@ def test_embedded_preprocessing_runs_on_raw_pixels_with_torchs_top1(tmp_path, la
         run = subprocess.run(["benchmark_app", "-m", str(result.xml), "-niter", "20", "-hint", "latency"],
                              capture_output=True, text=True)
         assert run.returncode == 0 and "Throughput" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def _runtime_ops(model: ov.Model) -> list[str]:
+    from practise_plugin.runtime.openvino import compile_cpu
+
+    return sorted(op.get_type_name() for op in compile_cpu(model, 1).get_runtime_model().get_ordered_ops())
+
+
+@pytest.mark.parametrize(("spec", "size", "paths"), [
+    ("builtin", FMNIST, ["layer1.1", "layer4.2"]),
+    ("torchvision:resnet18", (3, 64, 64), ["layer1.1", "layer3.1"]),
+    ("timm:mobilenetv2_100", (3, 64, 64), ["blocks.1.1", "blocks.5.2"]),
+    ("timm:vit_tiny_patch16_224", (3, 224, 224), ["blocks.3#0", "blocks.3#1"]),  # both branches of one block
+])
+def test_a_block_bypassed_in_the_ir_is_the_torch_drop_converted(spec, size, paths):
+    """The latency table times each drop-one network from its base's IR with the block bypassed (one
+    conversion per table, not one per block): that IR must compute what the torch drop computes and compile
+    to the very same runtime graph as converting the torch drop would, alone and with several blocks or
+    residual branches."""
+    from practise_plugin.runtime.openvino import bypass_blocks, bypass_checked, to_openvino
+    from practise_plugin.surgery.drop import drop_blocks
+
+    model = load_model(spec).model.eval()
+    x = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
+    base = to_openvino(model, size, batch_size=2)
+    before = len(base.get_ordered_ops())
+    for dropped in ([paths[0]], paths):
+        torch_drop = drop_blocks(model, dropped)
+        bypassed = bypass_blocks(base, dropped)
+        assert bypassed is not None and len(bypassed.get_ordered_ops()) < before
+        assert len(base.get_ordered_ops()) == before  # a copy: the base IR is untouched
+        with torch.no_grad():
+            want = torch_drop(x).numpy()
+        got = load_openvino_model(bypassed).infer({0: x.numpy()})[0]
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+        assert _runtime_ops(bypassed) == _runtime_ops(to_openvino(torch_drop, size, batch_size=2))
+        assert bypass_checked(base, dropped, torch_drop, x) is not None
+
+
+def load_openvino_model(model: ov.Model) -> ov.InferRequest:
+    from practise_plugin.runtime.openvino import compile_cpu
+
+    return compile_cpu(model, 1, exact_f32=True).create_infer_request()
+
+
+def test_a_bypass_that_is_not_the_torch_drop_is_refused():
+    """What the IR cannot show as one module's region is refused (None), and so is a bypass whose output is
+    not the torch model's: the table then converts that network from torch as before."""
+    from practise_plugin.runtime.openvino import bypass_blocks, bypass_checked, to_openvino
+    from practise_plugin.surgery.drop import drop_blocks
+
+    model = load_model("builtin").model.eval()
+    base = to_openvino(model, FMNIST)
+    x = torch.randn(1, *FMNIST, generator=torch.Generator().manual_seed(0))
+    assert bypass_blocks(base, ["no.such.module"]) is None
+    assert bypass_blocks(base, ["layer1.1"]) is not None
+    assert bypass_checked(base, ["layer1.1"], drop_blocks(model, ["layer2.1"]), x) is None  # another block's drop
+
+
+def test_the_latency_table_converts_its_base_once(monkeypatch):
+    """Twelve blocks, one conversion (a spy counts the real calls); every drop is still timed and saves time."""
+    import practise_plugin.runtime.openvino as openvino_runtime
+    from practise_plugin.runtime.latency import block_latency_table
+
+    model = load_model("builtin").model.eval()
+    calls = []
+    real = openvino_runtime.to_openvino
+    monkeypatch.setattr(openvino_runtime, "to_openvino", lambda *a, **k: calls.append(a) or real(*a, **k))
+    names = ["layer1.1", "layer2.1", "layer3.1", "layer4.1"]
+    table = block_latency_table(model, names, FMNIST, "openvino", num_threads=1, rounds=8, cache_dir=None,
+                                progress=False)
+    assert len(calls) == 1 and set(table.measured) == set(names)
+    assert np.median(list(table.measured.values())) > 0

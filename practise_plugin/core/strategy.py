@@ -43,8 +43,10 @@ class LatencyMeter(Protocol):
                     progress: bool = True) -> Any:
         """Latency saved by dropping each block alone (``.saved[name]``, ``.to_dict()``)."""
 
-    def reduction(self, base: nn.Module, model: nn.Module) -> Measurement:
-        """Fraction of ``base``'s latency that ``model`` saves, with its interval."""
+    def reduction(self, base: nn.Module, model: nn.Module, *, target: float | None = None, cache: bool = False,
+                  dropped: Sequence[str] | None = None) -> Measurement:
+        """Fraction of ``base``'s latency that ``model`` saves, with its interval (``dropped``: the blocks
+        ``model`` is ``base`` without, which lets a backend derive one from the other)."""
 
 
 @dataclass

@@ -47,7 +47,8 @@ def run(model: nn.Module, data: ImageSet | None, config: StrategyConfig, ctx: Co
     by_name = {b.name: b for b in candidates}
 
     def measure(names: list[str]):  # noqa: ANN202 - the meter's Reduction (value, low, high)
-        return meter.reduction(teacher, drop_blocks(teacher, names), target=cfg.latency_reduction, cache=True)
+        return meter.reduction(teacher, drop_blocks(teacher, names), target=cfg.latency_reduction, cache=True,
+                               dropped=names)
 
     with stage("score"):
         scorer = RecoverabilityScorer(

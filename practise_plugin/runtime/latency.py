@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from ..graph.discover import Block
 from ..graph.macs import count_macs
 from ..surgery.drop import drop_blocks
 from . import BACKENDS, COMPARE_TIME_S, MEASURE_TIME_S
+
+if TYPE_CHECKING:
+    import openvino as ov
 
 MIN_SAMPLES = 10  # never summarise fewer timings (or A/B pairs) than this, whatever the time budget
 RUNS_PER_PAIR = 5  # each side of an A/B pair is the fastest of this many back-to-back runs
@@ -386,20 +389,35 @@ class CudaRunner:
 
 
 class _OpenVINORunner:
-    def __init__(self, model: nn.Module, x: torch.Tensor, num_threads: int | None, check_trace: bool = True) -> None:
+    """Times an OpenVINO compile of a torch model (converted here) or of an already converted ``ov.Model``."""
+
+    def __init__(self, model: nn.Module | ov.Model, x: torch.Tensor, num_threads: int | None,
+                 check_trace: bool = True) -> None:
         import openvino as ov
 
         from .openvino import compile_cpu, to_openvino
 
-        compiled = compile_cpu(to_openvino(model, tuple(x.shape[1:]), len(x), check_trace=check_trace), num_threads)
+        self.model = model if isinstance(model, ov.Model) else to_openvino(model, tuple(x.shape[1:]), len(x),
+                                                                            check_trace=check_trace)
+        compiled = compile_cpu(self.model, num_threads)
         self.request = compiled.create_infer_request()
         self.request.set_input_tensor(ov.Tensor(x.numpy()))  # set once: infer() then times the network only
+        self.x, self.num_threads = x, num_threads
         self.threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
 
     def time_one(self) -> float:
         t0 = time.perf_counter()
         self.request.infer()
         return time.perf_counter() - t0
+
+    def without(self, names: Sequence[str], dropped: nn.Module) -> _OpenVINORunner:
+        """A runner for ``dropped``, this runner's torch model without the blocks ``names``: its IR is this one
+        with those blocks bypassed where that IR's output matches ``dropped``'s
+        (:func:`~practise_plugin.runtime.openvino.bypass_checked`), else ``dropped`` converted afresh."""
+        from .openvino import bypass_checked
+
+        bypassed = bypass_checked(self.model, names, dropped, self.x)
+        return _OpenVINORunner(dropped if bypassed is None else bypassed, self.x, self.num_threads, check_trace=False)
 
 
 @contextlib.contextmanager
@@ -438,6 +456,16 @@ def timing_session(backend: str, device: str, num_threads: int | None) -> Iterat
         else:
             raise ConfigError(f"backend {backend!r} is not timed; valid timed backends: openvino, torch, cuda")
         yield prepare
+
+
+def _prepare_dropped(prepare: Callable[..., Runner], base: Runner, model: nn.Module, names: Sequence[str],
+                     x: torch.Tensor) -> Runner:
+    """A runner for ``model``, which is ``base``'s model minus the blocks ``names``: on OpenVINO the base's IR
+    with those blocks bypassed (:meth:`_OpenVINORunner.without`), elsewhere ``model`` prepared afresh,
+    without the trace check its base already passed."""
+    if isinstance(base, _OpenVINORunner):
+        return base.without(names, model)
+    return prepare(model, x, check_trace=False)
 
 
 # ------------------------------------------------------------------------------------------- sampling
@@ -589,14 +617,15 @@ def compare_latency(
     model_a: nn.Module, model_b: nn.Module, input_size: tuple[int, int, int], backend: str = "openvino", *,
     batch_size: int = 1, rounds: int | None = None, num_threads: int | None = None, device: str = "cpu",
     warmup: int | None = None, time_s: float = COMPARE_TIME_S, tolerance: float = TOLERANCE,
-    target: float | None = None,
+    target: float | None = None, dropped: Sequence[str] | None = None,
 ) -> ABResult:
     """Time B against A in alternating order; ``ratio_median`` < 1 means B is faster.
 
     Each pair is RUNS_PER_PAIR runs of A and as many of B; its ratio is min(B runs) / min(A runs). Pairs
     are taken until the median ratio's confidence interval is within ``tolerance`` (or decides ``target``,
     a fraction of latency saved), at most ``CAP_FACTOR * time_s`` seconds; ``rounds`` fixes the number of
-    pairs instead. ``a`` and ``b`` summarise the fastest run of each pair."""
+    pairs instead. ``a`` and ``b`` summarise the fastest run of each pair. ``dropped`` says that B is A minus
+    those blocks (:func:`~practise_plugin.surgery.drop.drop_blocks`): B is then prepared from A's IR."""
     input_size = _check_sizes(input_size, batch_size)
     backend, device = resolve_backend(backend, device)
     if backend == "macs":
@@ -604,8 +633,9 @@ def compare_latency(
                         _macs_result(model_b, input_size, batch_size, device))
     x = example_input(input_size, batch_size)
     with eval_mode(model_a), eval_mode(model_b), timing_session(backend, device, num_threads) as prepare:
-        return _time_ab(prepare(model_a, x), prepare(model_b, x), warmup, rounds, time_s, backend, device,
-                        batch_size, input_size, tolerance=tolerance,
+        ra = prepare(model_a, x)
+        rb = prepare(model_b, x) if dropped is None else _prepare_dropped(prepare, ra, model_b, dropped, x)
+        return _time_ab(ra, rb, warmup, rounds, time_s, backend, device, batch_size, input_size, tolerance=tolerance,
                         target_ratio=None if target is None else 1.0 - target)
 
 
@@ -722,9 +752,11 @@ def block_latency_table(
 ) -> LatencyTable:
     """Fraction of ``model``'s latency saved by dropping each block alone, each measured A/B against the
     base model until its interval is tight (or the time cap), then resolved against the MACs prior
-    (:func:`resolve_savings`). With ``cache_dir`` the table is stored (JSON) and a repeated call on the same
-    machine returns it unchanged, so the same seed picks the same blocks (the table records how busy the
-    machine was when it was timed; measure afresh with another, or no, cache folder)."""
+    (:func:`resolve_savings`). On OpenVINO the base is converted once and each drop's IR derived from it
+    (:func:`~practise_plugin.runtime.openvino.bypass_checked`). With ``cache_dir`` the table is stored (JSON)
+    and a repeated call on the same machine returns it unchanged, so the same seed picks the same blocks (the
+    table records how busy the machine was when it was timed; measure afresh with another, or no, cache
+    folder)."""
     input_size = _check_sizes(input_size, batch_size)
     backend, device = resolve_backend(backend, device)
     names = [b.name if isinstance(b, Block) else str(b) for b in blocks]
@@ -746,8 +778,8 @@ def block_latency_table(
         with eval_mode(model), timing_session(backend, device, num_threads) as prepare:
             ra = prepare(model, x)  # the base is prepared (converted, trace checked, compiled) once for all blocks
             for name in _progress(names, backend, progress):  # a drop runs the base's code minus one block
-                results[name] = _time_ab(ra, prepare(drop_blocks(model, [name]), x, check_trace=False), None, rounds,
-                                         time_s, backend, device, batch_size, input_size)
+                rb = _prepare_dropped(prepare, ra, drop_blocks(model, [name]), [name], x)
+                results[name] = _time_ab(ra, rb, None, rounds, time_s, backend, device, batch_size, input_size)
     measured = {n: 1.0 - r.ratio_median for n, r in results.items()}
     interval = {n: (1.0 - r.ratio_high, 1.0 - r.ratio_low) for n, r in results.items()}
     loads = [r.load for r in results.values() if r.load is not None]
@@ -804,14 +836,16 @@ class LatencyMeter:
             "sharing the per-block latency table")
 
     def reduction(self, base: nn.Module, model: nn.Module, *, target: float | None = None,
-                  cache: bool = False) -> Reduction:
+                  cache: bool = False, dropped: Sequence[str] | None = None) -> Reduction:
         """Fraction of ``base``'s latency that ``model`` saves, with its interval. With ``target`` the
         measurement stops as soon as its interval lies on one side of it; with ``cache`` a measurement of
-        the same pair of structures on this machine is reused (selection does; final reports do not)."""
-        return distributed.on_rank0(lambda: self._reduction(base, model, target, cache),
+        the same pair of structures on this machine is reused (selection does; final reports do not).
+        ``dropped``: ``model`` is ``base`` minus these blocks (prepared from ``base``'s IR, a conversion saved)."""
+        return distributed.on_rank0(lambda: self._reduction(base, model, target, cache, dropped),
                                     "sharing a latency measurement")
 
-    def _reduction(self, base: nn.Module, model: nn.Module, target: float | None, cache: bool) -> Reduction:
+    def _reduction(self, base: nn.Module, model: nn.Module, target: float | None, cache: bool,
+                   dropped: Sequence[str] | None) -> Reduction:
         path, key = None, ""
         if cache and self.cache_dir is not None and self.backend != "macs":
             parts = {"base": structure_fingerprint(base), "model": structure_fingerprint(model), "target": target}
@@ -822,7 +856,8 @@ class LatencyMeter:
             if cached is not None:
                 return Reduction.of(ABResult.from_dict(cached), cached=True)
         ab = compare_latency(base, model, self.input_size, self.backend, batch_size=self.batch_size,
-                             num_threads=self.num_threads, device=self.device, time_s=self.time_s, target=target)
+                             num_threads=self.num_threads, device=self.device, time_s=self.time_s, target=target,
+                             dropped=dropped)
         if ab.load is not None and ab.load.busy:
             warnings.warn(f"the machine is busy (other processes kept {ab.load.others:.1f} of {ab.load.cpus} cores "
                           "busy while timing): latency intervals are wider", stacklevel=2)

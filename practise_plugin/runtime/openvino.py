@@ -1,5 +1,5 @@
-"""OpenVINO as a runtime: convert a torch model at a static input shape, compile it for CPU latency, and
-find a saved IR.
+"""OpenVINO as a runtime: convert a torch model at a static input shape, derive the IR of a drop from its
+base's IR, compile it for CPU latency, and find a saved IR.
 
 Why it exists: latency that PRACTISE optimises is only real if the deployed artifact is the same network,
 compiled the way deployment compiles it. Measuring (:mod:`~practise_plugin.runtime.latency`) and exporting
@@ -8,6 +8,7 @@ compiled the way deployment compiles it. Measuring (:mod:`~practise_plugin.runti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import openvino as ov
@@ -15,7 +16,8 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError, ExportError, ModelError
-from ..core.torch_utils import eval_mode, example_input, torch_threads
+from ..core.torch_utils import eval_mode, example_input, first_tensor, torch_threads
+from ..graph.discover import parse_block_name
 
 
 def _decoder(model: nn.Module, x: torch.Tensor) -> object:
@@ -70,6 +72,120 @@ def cpu_properties(num_threads: int | None = None, *, exact_f32: bool = False) -
 def compile_cpu(model: ov.Model | str | Path, num_threads: int | None = None, *, exact_f32: bool = False) -> ov.CompiledModel:
     return ov.Core().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU",
                                    cpu_properties(num_threads, exact_f32=exact_f32))
+
+
+def _dominators(ops: list[ov.Node]) -> tuple[dict[str, str | None], dict[str, int]]:
+    """Immediate dominator of every op that depends on an input (None: an input itself), and its depth.
+
+    An op's dominator is the op that every path from the inputs to it passes through: for the last op of
+    a residual block, the op that made the block's input. ``ops`` are in topological order, so an op's
+    dominator is the nearest common dominator of its data inputs; constants and their folds take no part."""
+    idom: dict[str, str | None] = {}
+    depth: dict[str, int] = {}
+
+    def common(a: str, b: str) -> str | None:
+        while a != b:
+            if depth[a] < depth[b]:
+                a, b = b, a
+            up = idom[a]
+            if up is None:
+                return None
+            a = up
+        return a
+
+    for op in ops:
+        name = op.get_name()
+        preds = [i.get_source_output().get_node().get_name() for i in op.inputs()]
+        preds = [q for q in preds if q in idom]
+        if op.get_type_name() == "Parameter" or not preds:
+            if op.get_type_name() == "Parameter":
+                idom[name], depth[name] = None, 0
+            continue
+        dom: str | None = preds[0]
+        for q in preds[1:]:
+            dom = None if dom is None else common(dom, q)
+        idom[name], depth[name] = dom, 0 if dom is None else depth[dom] + 1
+    return idom, depth
+
+
+def _scoped(op: ov.Node, path: str) -> bool:
+    """Whether the PyTorch frontend named ``op`` after the module at ``path`` (or one inside it)."""
+    name = op.get_friendly_name()
+    return name.startswith((f"__module.{path}.", f"__module.{path}/"))
+
+
+def _bypass_one(model: ov.Model, last_name: str, path: str, branch: int | None) -> bool:
+    """Rewire the consumers of op ``last_name`` (a block's last op, or a branch's add) in place to what the
+    block or branch started from; False where the result is not that (the caller then discards the copy)."""
+    ops = model.get_ordered_ops()
+    by_name = {op.get_name(): op for op in ops}
+    if last_name not in by_name:
+        return False
+    last = by_name[last_name]
+    idom, _ = _dominators(ops)
+    entry: ov.Node | None = last
+    while entry is not None and (entry is last or (branch is None and _scoped(entry, path))):
+        up = idom.get(entry.get_name())  # a whole block: up the dominators to the first op outside it
+        entry = None if up is None else by_name[up]
+    if entry is None or len(entry.outputs()) != 1 or len(last.outputs()) != 1:
+        return False
+    for target in list(last.output(0).get_target_inputs()):
+        target.replace_source_output(entry.output(0))
+    model.validate_nodes_and_infer_types()
+    kept = {op.get_name() for op in model.get_ordered_ops()}
+    gone = [op for op in ops if op.get_name() not in kept]
+    if last_name in kept or any(op.get_friendly_name().startswith("__module.") and not _scoped(op, path)
+                                for op in gone):
+        return False  # it stayed, or took ops of another module with it
+    return branch is not None or not any(_scoped(op, path) for op in ops if op.get_name() in kept)
+
+
+def bypass_blocks(model: ov.Model, names: Sequence[str]) -> ov.Model | None:
+    """A copy of ``model`` (a torch network converted by :func:`to_openvino`) without the blocks ``names``
+    (``"layer1.1"``, or ``"blocks.3#1"`` for one residual branch), as
+    :func:`~practise_plugin.surgery.drop.drop_blocks` makes them in torch; None where the IR does not show
+    a block as a region the graph can be rewired around.
+
+    Why: the per-block latency table needs one network per candidate, and converting each from torch took
+    1.1 s for the built-in network (17 of its table's 38 s on one thread), where this takes milliseconds.
+    The ops of a block are the ones the frontend named after its module. A whole block's last op hands its
+    consumers the nearest of its dominators (the ops every path to it passes through) outside the module:
+    the op that made the block's input. A branch's add (the k-th add in the module's own scope) hands
+    them its dominator: the stream the branch was added to. What only the block used falls out of the
+    graph; the copy is refused unless that took no op named after another module and, for a whole block,
+    every op named after it. Callers also compare its output with torch's (:func:`bypass_checked`)."""
+    out = model.clone()
+    ops = out.get_ordered_ops()
+    plan = []
+    for name in names:
+        path, branch = parse_block_name(name)
+        if branch is None:
+            inside = [op for op in ops if _scoped(op, path)]
+        else:
+            inside = [op for op in ops if op.get_type_name() == "Add"
+                      and op.get_friendly_name().startswith(f"__module.{path}/")]
+            inside = inside[branch : branch + 1]
+        if not inside:
+            return None
+        plan.append((inside[-1].get_name(), path, branch))
+    for last_name, path, branch in plan:  # found first: a branch's index counts the adds before any removal
+        if not _bypass_one(out, last_name, path, branch):
+            return None
+    return out
+
+
+def bypass_checked(model: ov.Model, names: Sequence[str], dropped: nn.Module, x: torch.Tensor) -> ov.Model | None:
+    """:func:`bypass_blocks`, kept only where its f32 output on ``x`` matches ``dropped`` (the same drop in
+    torch) as closely as an export must (1e-4 of the largest output); None otherwise."""
+    bypassed = bypass_blocks(model, names)
+    if bypassed is None or len(bypassed.outputs) != 1:
+        return None
+    with eval_mode(dropped), torch.no_grad():
+        want = first_tensor(dropped(x)).numpy()
+    got = compile_cpu(bypassed, exact_f32=True).create_infer_request().infer({0: x.numpy()})[0]
+    if got.shape != want.shape or float(abs(got - want).max()) > 1e-4 * float(abs(want).max()):
+        return None
+    return bypassed
 
 
 def resolve_ir(path: str | Path) -> Path:

@@ -266,7 +266,7 @@ class BlockDropPruner:
         table, reference = self.latency_table, self._reference
         meter = LatencyMeter(table.backend, batch_size=table.batch_size, device=table.device,
                              input_size=tuple(self.example_inputs.shape[1:]))
-        return meter.reduction(reference, drop_blocks(reference, names), target=target, cache=True)
+        return meter.reduction(reference, drop_blocks(reference, names), target=target, cache=True, dropped=names)
 
     def _drop(self, block: Block) -> None:
         if block.name in self.dropped:
