@@ -315,7 +315,7 @@ def test_a_bypass_that_is_not_the_torch_drop_is_refused():
 
 
 def test_the_latency_table_converts_its_base_once(monkeypatch):
-    """Twelve blocks, one conversion (a spy counts the real calls); every drop is still timed and saves time."""
+    """Four blocks, one conversion (a spy counts the real calls); every drop is still timed and saves time."""
     import practise_plugin.runtime.openvino as openvino_runtime
     from practise_plugin.runtime.latency import block_latency_table
 

@@ -74,14 +74,14 @@ def compile_cpu(model: ov.Model | str | Path, num_threads: int | None = None, *,
                                    cpu_properties(num_threads, exact_f32=exact_f32))
 
 
-def _dominators(ops: list[ov.Node]) -> tuple[dict[str, str | None], dict[str, int]]:
-    """Immediate dominator of every op that depends on an input (None: an input itself), and its depth.
+def _dominators(ops: list[ov.Node]) -> dict[str, str | None]:
+    """Immediate dominator of every op that depends on an input (None: an input itself).
 
     An op's dominator is the op that every path from the inputs to it passes through: for the last op of
     a residual block, the op that made the block's input. ``ops`` are in topological order, so an op's
     dominator is the nearest common dominator of its data inputs; constants and their folds take no part."""
     idom: dict[str, str | None] = {}
-    depth: dict[str, int] = {}
+    depth: dict[str, int] = {}  # in the dominator tree: what the nearest common dominator walks up by
 
     def common(a: str, b: str) -> str | None:
         while a != b:
@@ -105,7 +105,7 @@ def _dominators(ops: list[ov.Node]) -> tuple[dict[str, str | None], dict[str, in
         for q in preds[1:]:
             dom = None if dom is None else common(dom, q)
         idom[name], depth[name] = dom, 0 if dom is None else depth[dom] + 1
-    return idom, depth
+    return idom
 
 
 def _scoped(op: ov.Node, path: str) -> bool:
@@ -122,7 +122,7 @@ def _bypass_one(model: ov.Model, last_name: str, path: str, branch: int | None) 
     if last_name not in by_name:
         return False
     last = by_name[last_name]
-    idom, _ = _dominators(ops)
+    idom = _dominators(ops)
     entry: ov.Node | None = last
     while entry is not None and (entry is last or (branch is None and _scoped(entry, path))):
         up = idom.get(entry.get_name())  # a whole block: up the dominators to the first op outside it
