@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,13 @@ def spawn(part: str, job: dict, code_root: Path, timeout: float, ranks: int = 0)
     return row
 
 
+def revision() -> str:
+    """This checkout's commit (short), with ``+`` when its tracked files differ from it: which code a row timed."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "practise_plugin"])
+    return head.stdout.strip() + ("+" if dirty.returncode else "") if head.returncode == 0 else "unknown"
+
+
 def baseline_tree(rev: str, into: Path) -> Path | None:
     """The baseline revision's files (``git archive``), or None where the history is not available."""
     proc = subprocess.run(f"git -C {ROOT} archive {rev} | tar -x -C {into}", shell=True, capture_output=True)
@@ -303,19 +311,20 @@ def markdown(res: dict) -> str:
             lines.append(f"| {model} | " + " | ".join(str(ks.get(s, "-")) for s in STAGES) + " |")
     if res.get("baseline"):
         lines += ["", f"## Closed-form scoring: this revision vs {res['baseline_rev']} (same candidates, same images)",
-                  "", "| model | images | candidates | baseline s | now s | speed-up | one teacher pass s | same MSEs |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "", "| model | images | candidates | baseline s | now s | speed-up | one teacher pass s | same MSEs | now at |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for b in res["baseline"]:
             old, new = b.get("old"), b["new"]
+            at = b.get("at", "-") + (" (both at once)" if b.get("together") else "")
             if "error" in new or (old is not None and "error" in old):
                 err = (new.get("error") or old.get("error")).strip().splitlines()[-1][:80]
-                lines.append(f"| {b['model']} | {b['images']} | error: {err} | | | | | |")
+                lines.append(f"| {b['model']} | {b['images']} | error: {err} | | | | | | {at} |")
                 continue
             if old is None:
                 fit = _old_fit(res["baseline"], b["model"])
                 if fit is None:
                     lines.append(f"| {b['model']} | {b['images']} | {new['candidates']} | not run (over the budget) | "
-                                 f"{new['wall_s']:.1f} | - | {new['one_teacher_pass_s']:.1f} | - |")
+                                 f"{new['wall_s']:.1f} | - | {new['one_teacher_pass_s']:.1f} | - | {at} |")
                     continue
                 t_old, same, mark = fit[0] + fit[1] * b["images"], "-", " (extrapolated: linear fit of the runs above)"
             else:
@@ -323,7 +332,7 @@ def markdown(res: dict) -> str:
                 same = "yes" if all(abs(old["mse"][k] - v) <= 1e-4 * max(abs(v), 1e-12)
                                     for k, v in new["mse"].items() if k in old["mse"]) else "no"
             lines.append(f"| {b['model']} | {b['images']} | {new['candidates']} | {t_old:.1f}{mark} | {new['wall_s']:.1f}"
-                         f" | {t_old / new['wall_s']:.2f}x | {new['one_teacher_pass_s']:.1f} | {same} |")
+                         f" | {t_old / new['wall_s']:.2f}x | {new['one_teacher_pass_s']:.1f} | {same} | {at} |")
     if res.get("demo"):
         lines += ["", f"## `practise compress` with defaults: this revision vs {res['baseline_rev']}", "",
                   "| run | revision | seconds | chosen blocks | measured reduction |", "|---|---|---|---|---|"]
@@ -413,9 +422,14 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
                 revs = ("old", "new") if k % 2 == 0 else ("new", "old")  # alternate who goes first
                 timed = [r for r in res["baseline"] if r["model"] == model and "wall_s" in r.get("old", {})]
                 projected = timed[-1]["old"]["wall_s"] * n / timed[-1]["images"] if timed else 0.0
-                pair = {rev: spawn("score", job(model, n), old if rev == "old" else ROOT, args.timeout)
-                        for rev in revs if rev == "new" or projected <= args.baseline_budget}
-                res["baseline"].append({"model": model, "images": n, **pair})
+                spec = job(model, n)
+                revs = tuple(rev for rev in revs if rev == "new" or projected <= args.baseline_budget)
+                with ThreadPoolExecutor(len(revs) if args.baseline_together else 1) as pool:
+                    runs = {rev: pool.submit(spawn, "score", spec, old if rev == "old" else ROOT, args.timeout)
+                            for rev in revs}
+                    pair = {rev: f.result() for rev, f in runs.items()}
+                res["baseline"].append({"model": model, "images": n, "at": revision(), **pair,
+                                        **({"together": True} if args.baseline_together and len(revs) > 1 else {})})
                 log(f"baseline {model} {n}: old {pair.get('old', {}).get('wall_s')} new {pair['new'].get('wall_s')}")
     if old is not None and "demo" in args.parts:
         for i in range(len(res["demo"]), args.demo_runs):
@@ -474,6 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-budget", type=float, default=900.0,
                    help="skip a baseline run projected (linearly) past this many seconds; its time is then "
                         "extrapolated from a linear fit of its runs")
+    p.add_argument("--baseline-together", action="store_true",
+                   help="run both revisions of a baseline pair at once, one core each, so that a pair of long runs "
+                        "shares one stretch of the machine's load instead of two (the old one, being longer, then "
+                        "runs its tail beside whatever else the machine does)")
     p.add_argument("--latency-time", type=float, default=2.0, help="seconds per latency comparison (the default)")
     p.add_argument("--demo-runs", type=int, default=1)
     p.add_argument("--limit-models", nargs="+", default=["builtin", "resnet18"], choices=list(MODELS))
