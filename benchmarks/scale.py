@@ -337,12 +337,13 @@ def markdown(res: dict) -> str:
         lines += ["", f"## `practise compress` with defaults: this revision vs {res['baseline_rev']}", "",
                   "| run | revision | seconds | chosen blocks | measured reduction |", "|---|---|---|---|---|"]
         for i, d in enumerate(res["demo"]):
+            run = f"{i} ({' '.join(d['args'])})" if d.get("args") else str(i)
             for rev in ("old", "new"):
                 x = d[rev]
                 if "error" in x:
-                    lines.append(f"| {i} | {rev} | error: {x['error'].splitlines()[-1][:80]} | | |")
+                    lines.append(f"| {run} | {rev} | error: {x['error'].splitlines()[-1][:80]} | | |")
                 else:
-                    lines.append(f"| {i} | {rev} | {x['seconds']:.0f} | {', '.join(x['chosen'])} | "
+                    lines.append(f"| {run} | {rev} | {x['seconds']:.0f} | {', '.join(x['chosen'])} | "
                                  f"{x['reduction']:.1%} |")
     if res.get("shard"):
         lines += ["", "## Sharded scoring under torchrun (one thread per rank, alternate runs)", "",
@@ -434,8 +435,9 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
     if old is not None and "demo" in args.parts:
         for i in range(len(res["demo"]), args.demo_runs):
             revs = ("old", "new") if i % 2 == 0 else ("new", "old")
-            pair = {rev: spawn("demo", {}, old if rev == "old" else ROOT, args.timeout) for rev in revs}
-            res["demo"].append(pair)
+            pair = {rev: spawn("demo", {"args": args.demo_args}, old if rev == "old" else ROOT, args.timeout)
+                    for rev in revs}
+            res["demo"].append({**pair, **({"args": args.demo_args} if args.demo_args else {})})
             log(f"demo {i}: old {pair['old'].get('seconds')} new {pair['new'].get('seconds')}")
     if "limit" in args.parts:
         for model in args.limit_models:
@@ -494,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
                         "runs its tail beside whatever else the machine does)")
     p.add_argument("--latency-time", type=float, default=2.0, help="seconds per latency comparison (the default)")
     p.add_argument("--demo-runs", type=int, default=1)
+    p.add_argument("--demo-args", nargs=argparse.REMAINDER, default=[],
+                   help="(last) options both revisions' `practise compress` get, e.g. --latency-backend macs: a "
+                        "deterministic latency table, so the chosen blocks show whether the scores agree")
     p.add_argument("--limit-models", nargs="+", default=["builtin", "resnet18"], choices=list(MODELS))
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds one job may take")
     p.add_argument("--quick", action="store_true",
