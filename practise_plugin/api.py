@@ -30,6 +30,7 @@ from .graph.macs import count_macs
 from .models import DEMO_RECOVER_ITERS, DEMO_SAMPLES, EXPORT_SAMPLES, builtin
 from .models.bundle import ModelBundle
 from .models.checkpoint import save_compressed
+from .models.classes import class_names, is_builtin_fmnist, with_model_labels
 from .models.loading import load_model
 from .runtime.evaluate import predictions
 from .runtime.latency import COMPARE_TIME_S, MEASURE_TIME_S, LatencyMeter, block_latency_table, measure_latency
@@ -66,10 +67,14 @@ def compress(
     strat = get_strategy(strategy)
     cfg = build_config(strategy, config, **options)
     data = tiny_set_from(data, bundle.data_config, num_samples, cfg.seed, progress)
+    unlabelled = None
+    if data is not None:
+        data, unlabelled = with_model_labels(data, bundle)
     if data is None and strat.needs_data:
         raise DataError(f"strategy {strategy!r} needs images; pass data=FOLDER or an ImageSet")
     if data is not None and strat.needs_labels and not data.has_labels:
-        raise DataError(f"strategy {strategy!r} trains on labels: give labelled images (one sub-folder per class)")
+        raise DataError(f"strategy {strategy!r} trains on labels: "
+                        f"{unlabelled or 'give labelled images (one sub-folder per class)'}")
     if context is None:
         context = CompressionContext(
             bundle.data_config, device=device, work_dir=None if work_dir is None else ensure_writable_dir(work_dir),
@@ -109,9 +114,11 @@ def measure(teacher: nn.Module, student: nn.Module, data_config: DataConfig, *, 
 
 
 def evaluate(teacher: nn.Module, student: nn.Module, eval_set: ImageSet, *, dropped: list[str] | None = None,
-             latency_reduction: float = 0.0) -> dict[str, Any]:
+             latency_reduction: float = 0.0, labels_not_used: str | None = None) -> dict[str, Any]:
     """Top-1 (or, without labels, top-1 agreement with the teacher) of the teacher, of the bare drop of
-    ``dropped`` (when given) and of the student; the evaluation set is named beside the numbers."""
+    ``dropped`` (when given) and of the student; the evaluation set is named beside the numbers, and so is
+    ``labels_not_used``, the reason its folder labels were not the model's classes
+    (:func:`~practise_plugin.models.classes.with_model_labels`)."""
     labelled = eval_set.has_labels
     teacher_pred = predictions(teacher, eval_set)
     reference = eval_set.labels if labelled else teacher_pred
@@ -126,27 +133,18 @@ def evaluate(teacher: nn.Module, student: nn.Module, eval_set: ImageSet, *, drop
                        "value": value(predictions(drop_blocks(teacher, dropped), eval_set))})
     points.append({"label": "compressed", "latency_reduction": latency_reduction, "value": value(student_pred)})
     return {"metric": "top-1 (%)" if labelled else "top-1 agreement with the teacher (%)",
-            "eval_data": {"source": eval_set.source, "images": len(eval_set)}, "points": points,
+            "eval_data": {"source": eval_set.source, "images": len(eval_set),
+                          **({"labels_not_used": labels_not_used} if labels_not_used else {})}, "points": points,
             "teacher": points[0]["value"], "student": points[-1]["value"],
             "agreement": float((student_pred == teacher_pred).float().mean())}
 
 
-def _is_builtin_fmnist(bundle: ModelBundle) -> bool:
-    """The built-in teacher, or a checkpoint compressed from it."""
-    return any(str(s).startswith("builtin:fmnist") for s in (bundle.spec, bundle.meta.get("base_spec", "")))
-
-
-def class_names(bundle: ModelBundle) -> list[str]:
-    """Class names of the model's outputs, where they are known (built-in teacher, ImageNet-1k heads)."""
-    if _is_builtin_fmnist(bundle):
-        from .models.builtin.fmnist import FMNIST_CLASSES
-
-        return list(FMNIST_CLASSES)
-    if bundle.num_classes == 1000:
-        from timm.data import ImageNetInfo
-
-        return list(ImageNetInfo().label_descriptions())
-    return []
+def _aligned_names(images: ImageSet | None, bundle: ModelBundle) -> list[str]:
+    """The folder names of ``images`` as the model's class names, where they line up with its outputs."""
+    if images is None:
+        return []
+    aligned, _ = with_model_labels(images, bundle)
+    return list(aligned.class_names) if aligned.has_labels else []
 
 
 def export(
@@ -161,7 +159,7 @@ def export(
     check_count("num_samples", num_samples)
     bundle = load_model(model)
     images = tiny_set_from(data, bundle.data_config, num_samples, seed, progress)
-    if images is None and _is_builtin_fmnist(bundle) and tuple(bundle.data_config.input_size) == (1, 28, 28):
+    if images is None and is_builtin_fmnist(bundle) and tuple(bundle.data_config.input_size) == (1, 28, 28):
         images = builtin.tiny_set(EXPORT_SAMPLES if num_samples is None else num_samples, seed)
     return export_openvino(
         bundle.model, bundle.data_config.input_size, out_dir, name=name, precision=precision, calibration=images,
@@ -248,7 +246,7 @@ def compress_job(
         prepare_out_dir(out / "openvino", "model")
     strat = get_strategy(strategy)
     bundle = load_model(model, weights=weights, trust_code=trust_code)
-    demo = _is_builtin_fmnist(bundle) and bundle.spec.startswith("builtin")
+    demo = is_builtin_fmnist(bundle) and bundle.spec.startswith("builtin")
     fields = {f.name for f in dataclasses.fields(strat.config_cls)}
     if demo and "recover_iters" not in options and "recover_iters" in fields:
         options["recover_iters"] = DEMO_RECOVER_ITERS
@@ -273,8 +271,11 @@ def compress_job(
         eval_set = builtin.test_set()
     else:
         eval_set = tiny
+    eval_note = None
     if eval_set is not None:
-        eval_set = eval_set.sample(eval_samples, seed)
+        eval_set, eval_note = with_model_labels(eval_set.sample(eval_samples, seed), bundle)
+        if eval_note:
+            notes.append(f"evaluation: {eval_note}; top-1 agreement with the teacher is reported instead")
 
     work = out / ".work"
     context = CompressionContext(
@@ -286,13 +287,13 @@ def compress_job(
     if not distributed.is_main():
         return {"rank": distributed.rank(), "blocks": {"chosen": list(result.stats.get("selection", {}).get("blocks", []))}}
     with distributed.alone():
-        return _finish(out, bundle, result, context, eval_set=eval_set, tiny=tiny, precision=precision,
+        return _finish(out, bundle, result, context, eval_set=eval_set, eval_note=eval_note, tiny=tiny, precision=precision,
                        export_ir=export_ir, latency_backend=latency_backend, latency_batch_size=latency_batch_size,
                        num_threads=num_threads, device=device, t0=t0)
 
 
 def _finish(out: Path, bundle: ModelBundle, result: CompressionResult, context: CompressionContext, *,
-            eval_set: ImageSet | None, tiny: ImageSet | None, precision: str, export_ir: bool,
+            eval_set: ImageSet | None, eval_note: str | None, tiny: ImageSet | None, precision: str, export_ir: bool,
             latency_backend: str, latency_batch_size: int, num_threads: int | None, device: str,
             t0: float) -> dict[str, Any]:
     """Measure, evaluate, save, export and write the report of a finished compression (rank 0's part)."""
@@ -315,7 +316,7 @@ def _finish(out: Path, bundle: ModelBundle, result: CompressionResult, context: 
     if eval_set is not None:
         with stage("evaluate"):
             report["accuracy"] = evaluate(teacher, student, eval_set, dropped=report["blocks"]["chosen"],
-                                          latency_reduction=report["latency"]["reduction"])
+                                          latency_reduction=report["latency"]["reduction"], labels_not_used=eval_note)
     base_spec = bundle.meta.get("base_spec", bundle.spec)
     surgery = list(bundle.meta.get("surgery", [])) + result.surgery
     ckpt = save_compressed(out / "model.pt", student, base_spec, bundle.data_config, surgery,
@@ -325,7 +326,7 @@ def _finish(out: Path, bundle: ModelBundle, result: CompressionResult, context: 
         with stage("export"):
             exp = export_openvino(student, bundle.data_config.input_size, out / "openvino", precision=precision,
                                   calibration=tiny, data_config=bundle.data_config,
-                                  class_names=tiny.class_names if tiny is not None else None,
+                                  class_names=class_names(bundle) or _aligned_names(tiny, bundle),
                                   meta={"base_spec": base_spec, "strategy": result.strategy})
         report["export"] = exp.to_dict()
         report["outputs"]["openvino"] = str(exp.xml)

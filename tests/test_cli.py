@@ -12,6 +12,7 @@ from practise_plugin import load_compressed
 from practise_plugin.cli import main
 from practise_plugin.data.images import write_image_folder
 from practise_plugin.models.builtin import _samples
+from practise_plugin.models.builtin.fmnist import FMNIST_CLASSES
 
 COMMANDS = ["compress", "nncf", "discover", "bench", "export", "strategies"]
 FAST = ["--num-blocks", "2", "--recover-iters", "10", "--latency-backend", "macs", "--num-samples", "64",
@@ -73,6 +74,25 @@ def test_compress_real_folders_with_udfc(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["strategy"] == "udfc" and report["accuracy"]["eval_data"]["images"] == 40
     assert report["params"]["student"] < report["params"]["teacher"]
+    assert report["accuracy"]["metric"] == "top-1 (%)"  # ten folders for ten outputs: the order it was trained on
+
+
+def test_folders_that_are_not_the_models_classes(tmp_path, capsys):
+    """Two folders of photos for a ten-class model: their labels say nothing of its outputs, so the report
+    scores agreement with the teacher and says why, and a strategy that trains on labels is refused."""
+    s = _samples()
+    pets = write_image_folder(s["train_images"][:24], np.arange(24) % 2, tmp_path / "pets", ["cat", "dog"])
+    out = tmp_path / "out"
+    assert main(["compress", "--strategy", "udfc", "--ratio", "0.2", "--data", str(pets), "--eval-data", str(pets),
+                 "--out", str(out), "--latency-backend", "macs"]) == 0
+    acc = json.loads((out / "report.json").read_text())["accuracy"]
+    assert json.loads((out / "openvino" / "model.json").read_text())["class_names"] == list(FMNIST_CLASSES)
+    assert acc["metric"] == "top-1 agreement with the teacher (%)" and acc["teacher"] == 1.0
+    assert "cat, dog are none of its class names" in acc["eval_data"]["labels_not_used"]
+    assert "not the model's 10 classes" in " ".join(capsys.readouterr().err.split())  # rich wraps the line
+    assert main(["compress", "--strategy", "swd", "--data", str(pets), "--out", str(tmp_path / "swd")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "trains on labels" in err and "name the folders after the model's classes" in err
 
 
 @pytest.mark.slow

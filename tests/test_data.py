@@ -14,7 +14,10 @@ from practise_plugin.data.cifar import load_cifar_batches
 from practise_plugin.data.images import write_image_folder
 from practise_plugin.models.builtin import FMNIST_CONFIG, _samples, foolbox_image_dir
 from practise_plugin.models.builtin.fmnist import FMNIST_CLASSES
+from practise_plugin.models.classes import with_model_labels
+from practise_plugin.models.loading import load_model
 from practise_plugin.models.specs import IMAGENET_CONFIG
+from practise_plugin.runtime.evaluate import top1
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +36,37 @@ def test_image_folder_with_labels_and_balanced_tiny_set(folder):
     assert np.bincount(tiny.labels.numpy(), minlength=10).tolist() == [2] * 10  # n >= classes: balanced
     again = load_images(folder, FMNIST_CONFIG, num_samples=20, seed=1)
     assert (again.images == tiny.images).all()
+
+
+def test_folders_named_after_the_classes_are_scored_as_those_outputs(folder):
+    """Sorted, the Fashion-MNIST names start with ankle-boot (the model's output 9): the folder's own
+    numbering would score the trained teacher against the wrong class for six of the ten (dress, sandal,
+    shirt and sneaker happen to sort into their own place)."""
+    teacher = load_model("builtin")
+    data = load_images(folder, FMNIST_CONFIG)
+    mapped, why = with_model_labels(data, teacher)
+    assert why is None and mapped.class_names == list(FMNIST_CLASSES)
+    assert [mapped.class_names[y] for y in mapped.labels] == [data.class_names[y] for y in data.labels]
+    assert top1(teacher.model, mapped) >= 0.8 and top1(teacher.model, data) <= 0.45
+    again, _ = with_model_labels(mapped, teacher)
+    assert torch.equal(again.labels, mapped.labels) and again.class_names == mapped.class_names
+
+
+def test_imagenet_folders_by_wordnet_id_or_name_and_foreign_folders(tmp_path):
+    net = load_model("torchvision:resnet18")
+    pixels = np.full((3, 40, 40, 3), 128, dtype=np.uint8)
+    write_image_folder(pixels, np.arange(3), tmp_path / "in", ["tench", "n01443537", "Great_White_Shark"])
+    mapped, why = with_model_labels(load_images(tmp_path / "in", IMAGENET_CONFIG), net)
+    # sorted folders: Great_White_Shark (output 2), n01443537 (goldfish, 1), tench (0)
+    assert why is None and mapped.labels.tolist() == [2, 1, 0] and len(mapped.class_names) == 1000
+    write_image_folder(pixels[:2], np.arange(2), tmp_path / "pets", ["cat", "dog"])
+    pets, why = with_model_labels(load_images(tmp_path / "pets", IMAGENET_CONFIG), net)
+    assert not pets.has_labels and "cat, dog are none of its class names" in why and "1000 classes" in why
+    # One folder per output under names the model does not know: the order it was trained on, kept.
+    write_image_folder(np.zeros((10, 28, 28), np.uint8), np.arange(10), tmp_path / "ten")
+    ten = load_images(tmp_path / "ten", FMNIST_CONFIG)
+    kept, why = with_model_labels(ten, load_model("builtin"))
+    assert why is None and torch.equal(kept.labels, ten.labels)
 
 
 def test_flat_folder_of_rgb_photos_without_labels(tmp_path):

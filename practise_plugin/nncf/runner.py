@@ -32,6 +32,7 @@ from ..data.images import tiny_set_from
 from ..data.synthetic import SynthesisConfig, synthesize
 from ..export.ir import check_ir, prepare_out_dir, write_ir
 from ..models.bundle import ModelBundle
+from ..models.classes import class_names, with_model_labels
 from ..models.loading import load_model
 from ..runtime.latency import LatencyMeter
 from ..runtime.openvino import to_openvino
@@ -158,6 +159,10 @@ def answer(config: NNCFStyleConfig, entry: Entry, data: ImageSet | None) -> tupl
             if data is None and strat.needs_data:
                 raise DataError(f"{entry.label} needs {'labelled ' if strat.needs_labels else ''}images: pass "
                                 "dataset=FOLDER or an ImageSet (CLI: --data FOLDER)")
+            if data is not None and strat.needs_labels and not data.has_labels:
+                raise DataError(f"{entry.label} trains on labels, and these images carry none that are the "
+                                "model's classes: give one sub-folder per class, named after the model's classes "
+                                "(or one per output, in the order it was trained on)")
         else:
             out["action"] = f"delegated to {NATIVE_CALLS[entry.algorithm]} (NNCF 3.x)"
             out["not_applied"] = native.check(entry)
@@ -303,6 +308,8 @@ def create_compressed_model(
     opts = RunOptions.resolve(cfg.run_options, **run_options)
     bundle = _bundle(model, cfg)
     data = tiny_set_from(dataset, bundle.data_config, num_samples, 0, opts.progress)
+    if data is not None:
+        data, _ = with_model_labels(data, bundle)  # labels index the model's outputs, or there are none
     not_applied = preflight(cfg, data)
     run = _EntryRunner(cfg, bundle, data, opts)
     entries = []
@@ -313,9 +320,9 @@ def create_compressed_model(
             stats["not_applied"] = not_applied[entry.index]
         entries.append({"index": entry.index, "algorithm": entry.algorithm, "stage": entry.stage,
                         "seconds": round(time.perf_counter() - start, 3), **stats})
-    class_names = list(data.class_names) if data is not None else []
+    names = class_names(bundle) or (list(data.class_names) if data is not None and data.has_labels else [])
     controller = CompressionController(cfg, bundle, run.model, run.ov_model, entries,
-                                       data if data is not None else run.synthetic, class_names, run.batch)
+                                       data if data is not None else run.synthetic, names, run.batch)
     return controller.compressed_model, controller
 
 
