@@ -245,7 +245,7 @@ def spawn(part: str, job: dict, code_root: Path, timeout: float, ranks: int = 0)
 
 
 def revision() -> str:
-    """This checkout's commit (short), with ``+`` when its tracked files differ from it: which code a row timed."""
+    """This checkout's commit (short), with ``+`` when its ``practise_plugin`` differs from it: which code a row timed."""
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "practise_plugin"])
     return head.stdout.strip() + ("+" if dirty.returncode else "") if head.returncode == 0 else "unknown"

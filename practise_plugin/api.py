@@ -30,7 +30,7 @@ from .graph.macs import count_macs
 from .models import DEMO_RECOVER_ITERS, DEMO_SAMPLES, EXPORT_SAMPLES, builtin
 from .models.bundle import ModelBundle
 from .models.checkpoint import save_compressed
-from .models.classes import class_names, is_builtin_fmnist, with_model_labels
+from .models.classes import class_names, is_builtin_fmnist, output_names, with_model_labels
 from .models.loading import load_model
 from .runtime.evaluate import predictions
 from .runtime.latency import COMPARE_TIME_S, MEASURE_TIME_S, LatencyMeter, block_latency_table, measure_latency
@@ -137,14 +137,6 @@ def evaluate(teacher: nn.Module, student: nn.Module, eval_set: ImageSet, *, drop
                           **({"labels_not_used": labels_not_used} if labels_not_used else {})}, "points": points,
             "teacher": points[0]["value"], "student": points[-1]["value"],
             "agreement": float((student_pred == teacher_pred).float().mean())}
-
-
-def _aligned_names(images: ImageSet | None, bundle: ModelBundle) -> list[str]:
-    """The folder names of ``images`` as the model's class names, where they line up with its outputs."""
-    if images is None:
-        return []
-    aligned, _ = with_model_labels(images, bundle)
-    return list(aligned.class_names) if aligned.has_labels else []
 
 
 def export(
@@ -326,7 +318,7 @@ def _finish(out: Path, bundle: ModelBundle, result: CompressionResult, context: 
         with stage("export"):
             exp = export_openvino(student, bundle.data_config.input_size, out / "openvino", precision=precision,
                                   calibration=tiny, data_config=bundle.data_config,
-                                  class_names=class_names(bundle) or _aligned_names(tiny, bundle),
+                                  class_names=output_names(bundle, tiny),
                                   meta={"base_spec": base_spec, "strategy": result.strategy})
         report["export"] = exp.to_dict()
         report["outputs"]["openvino"] = str(exp.xml)

@@ -77,3 +77,13 @@ def with_model_labels(data: ImageSet, bundle: ModelBundle) -> tuple[ImageSet, st
            "so their labels are not used: name the folders after the model's classes, or keep one folder per "
            "output in the order it was trained on")
     return dataclasses.replace(data, labels=None, class_names=[]), why
+
+
+def output_names(bundle: ModelBundle, images: ImageSet | None) -> list[str]:
+    """The class names an IR of ``bundle`` is written with: the model's own where known, else the folder
+    names of ``images`` where they line up with its outputs, else none."""
+    known = class_names(bundle)
+    if known or images is None:
+        return known
+    aligned, _ = with_model_labels(images, bundle)
+    return list(aligned.class_names) if aligned.has_labels else []

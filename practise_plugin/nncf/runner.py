@@ -32,7 +32,7 @@ from ..data.images import tiny_set_from
 from ..data.synthetic import SynthesisConfig, synthesize
 from ..export.ir import check_ir, prepare_out_dir, write_ir
 from ..models.bundle import ModelBundle
-from ..models.classes import class_names, with_model_labels
+from ..models.classes import output_names, with_model_labels
 from ..models.loading import load_model
 from ..runtime.latency import LatencyMeter
 from ..runtime.openvino import to_openvino
@@ -320,9 +320,8 @@ def create_compressed_model(
             stats["not_applied"] = not_applied[entry.index]
         entries.append({"index": entry.index, "algorithm": entry.algorithm, "stage": entry.stage,
                         "seconds": round(time.perf_counter() - start, 3), **stats})
-    names = class_names(bundle) or (list(data.class_names) if data is not None and data.has_labels else [])
     controller = CompressionController(cfg, bundle, run.model, run.ov_model, entries,
-                                       data if data is not None else run.synthetic, names, run.batch)
+                                       data if data is not None else run.synthetic, output_names(bundle, data), run.batch)
     return controller.compressed_model, controller
 
 
