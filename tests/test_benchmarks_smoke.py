@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +133,7 @@ def test_quick_udfc_benchmark(tmp_path, capsys):
     assert sum(r["udfc_linear"] for r in layers) < sum(r["nm_linear"] for r in layers)
 
 
+@pytest.mark.slow
 def test_quick_zoo_sweep(tmp_path):
     """Three models of the sweep, each in a process of its own: candidates, drop, verified IR, one block's latency."""
     bench = _load("zoo")

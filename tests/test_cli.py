@@ -97,14 +97,18 @@ def test_folders_that_are_not_the_models_classes(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_demo_end_to_end(tmp_path):
-    """`practise compress` exactly as the README's first command runs it (OpenVINO latency, 500 images)."""
+    """`practise compress` as the README's first command runs it (OpenVINO latency, 500 images, 10k evaluation
+    images, IR export), but with 100 of its 500 mimicking iterations: recovery was 70% of the test's time, and
+    the 500-iteration figures README quotes are measured by ``benchmarks/scale.py --parts demo``."""
     out = tmp_path / "demo"
-    assert main(["compress", "--out", str(out), "--quiet"]) == 0
+    assert main(["compress", "--recover-iters", "100", "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["selection"]["measured"] >= 0.22  # the target, as measured during selection
     assert report["latency"]["reduction"] > 0.1  # and re-measured (interleaved A/B) for the report
     acc = report["accuracy"]
-    assert acc["student"] > acc["teacher"] - 0.03 and acc["student"] > acc["points"][1]["value"]
+    dropped = acc["points"][1]["value"]  # the blocks dropped, before recovery
+    assert acc["student"] > acc["teacher"] - 0.03
+    assert acc["student"] - dropped >= 0.5 * (acc["teacher"] - dropped) > 0  # recovery wins back half the drop
 
 
 def _bad(tmp_path, capsys, args: list[str], message: str) -> None:

@@ -116,6 +116,7 @@ def test_a_killed_rank_ends_the_other_with_a_clear_error(tmp_path):
     assert not (tmp_path / "kill.json").exists()
 
 
+@pytest.mark.slow
 def test_compress_under_torchrun_picks_the_blocks_of_one_process_and_writes_once(tmp_path):
     args = ["-m", "practise_plugin", "compress", "--num-samples", "64", "--recover-iters", "10",
             "--latency-backend", "macs", "--no-export", "--quiet", "--eval-samples", "200"]

@@ -301,6 +301,7 @@ def test_every_user_error_is_a_practise_error():
 # 8. The same seed on the same machine gives the same blocks and the same weights --------------------------
 
 
+@pytest.mark.slow
 def test_compress_is_deterministic_for_a_seed_with_measured_latency(tmp_path):
     """Two `practise compress` runs with OpenVINO latency (short budgets), same seed: the second reuses the
     per-machine measurements of the first, so the blocks are the same and the weights bitwise equal."""
