@@ -296,11 +296,11 @@ def markdown(res: dict) -> str:
     rows = [r for r in res["stages"] if "stages" in r]
     if rows:
         lines += ["## Stages (wall seconds; recover: per iteration)", "",
-                  "| model | input | images | threads | candidates | " + " | ".join(STAGES) + " | total |",
-                  "|" + "---|" * (len(STAGES) + 6)]
+                  "| model | input | images | threads | candidates | " + " | ".join(STAGES) + " | total | at |",
+                  "|" + "---|" * (len(STAGES) + 7)]
         for r in rows:
             lines.append(f"| {r['model']} | {r['input'][1]} | {r['images']} | {r.get('threads', 1)} | {r['candidates']} | "
-                         + " | ".join(_stage_cell(r, s) for s in STAGES) + f" | {r['seconds']:.0f} |")
+                         + " | ".join(_stage_cell(r, s) for s in STAGES) + f" | {r['seconds']:.0f} | {r.get('at', '-')} |")
         for r in res["stages"]:
             if "error" in r:
                 lines.append(f"\n{r['model']} with {r['images']} images: {r['error'].splitlines()[-1]}")
@@ -467,7 +467,7 @@ def run_parts(args: argparse.Namespace, res: dict[str, Any], tmp: Path, save: Ca
                                           latency_backend="macs" if args.quick else "openvino", threads=args.threads),
                             ROOT, args.timeout)
                 res["stages"].append({"model": model, "images": n, "recover_iters": args.recover_iters,
-                                      "threads": args.threads, **row})
+                                      "threads": args.threads, "at": revision(), **row})
                 res["growth"] = growth(res["stages"])
                 log(f"stages {model} {n}: {row.get('seconds', row.get('error', '')[-200:])}")
 
@@ -532,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = json.loads(earlier.read_text())
         for part in ("stages", "baseline", "demo", "limit", "shard"):
             res[part] = [r for r in kept.get(part, []) if "error" not in r]
+        res["stages_history"] = kept.get("stages_history", [])  # rows a later revision's run of the job replaced
         res["command"] = kept.get("command", "") + " ; " + res["command"]
 
     def save() -> None:

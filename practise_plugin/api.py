@@ -18,7 +18,7 @@ from torch import nn
 
 from .core import distributed
 from .core.errors import ConfigError, DataError
-from .core.files import check_output_file, ensure_writable_dir, work_dir_lock
+from .core.files import check_output_file, check_writable_dir, ensure_writable_dir, work_dir_lock
 from .core.inputs import DataConfig, ImageSet, check_count
 from .core.strategy import CompressionContext, CompressionResult, StrategyConfig
 from .core.torch_utils import count_params, eval_mode, example_input
@@ -231,7 +231,7 @@ def compress_job(
     check_count("eval_samples", eval_samples)
     device = distributed.device_for_rank(device)
     progress = progress and distributed.is_main()
-    out = ensure_writable_dir(out_dir)
+    out = check_writable_dir(out_dir)  # created with its .work folder, once the inputs are read
     for file_name in ("model.pt", "report.json", "report.png"):
         check_output_file(out / file_name)
     if export_ir and distributed.is_main():

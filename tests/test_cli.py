@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -131,6 +132,28 @@ def test_bad_inputs_exit_2_with_the_fix(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     _bad(tmp_path, capsys, ["compress", "--out", str(tmp_path / "file" / "sub")], "not writable")
     assert not (tmp_path / "o" / "report.json").exists() and not (tmp_path / "o" / "model.pt").exists()
+
+
+def test_input_errors_leave_no_output_folder(tmp_path, capsys):
+    """Bad input found once the model is loaded (an unreadable image, a model that is not there, an unknown
+    option) leaves the disk as it was: no empty --out folder, nor its missing parents (both were left)."""
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(corrupt / "a.png")
+    (corrupt / "b.jpg").write_text("not an image")
+    out = tmp_path / "new" / "out"
+    _bad(tmp_path, capsys, ["compress", "--data", str(corrupt), "--out", str(out)], "b.jpg is not a readable image")
+    _bad(tmp_path, capsys, ["compress", "--model", "timm:resnet5O", "--out", str(out)], "Did you mean: resnet50")
+    _bad(tmp_path, capsys, ["compress", "--strategy", "udfc", "--ratio", "2", "--out", str(out)], "ratio")
+    assert not (tmp_path / "new").exists()
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        if not os.access(read_only, os.W_OK):  # root writes anywhere: nothing to refuse there
+            _bad(tmp_path, capsys, ["compress", "--out", str(read_only / "a" / "b")], "not writable")
+    finally:
+        read_only.chmod(0o700)
 
 
 @pytest.mark.parametrize(("args", "flag"), [

@@ -30,15 +30,36 @@ def umask() -> int:
     return mask
 
 
-def ensure_writable_dir(path: Path | str) -> Path:
-    """Create ``path`` if needed and check that files can be written there, before long work starts."""
+def check_writable_dir(path: Path | str) -> Path:
+    """Check, creating nothing, that ``path`` is a folder files can be written to, or could be made one.
+
+    Why it creates nothing: bad input found afterwards (an unreadable image, an unknown option) must leave the
+    disk as it was, not an empty output folder. A missing folder is judged by its nearest existing ancestor."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ExportError(f"output folder {path} is not writable: a file stands there; choose another with --out")
+    if path.is_dir():
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".practise-probe-"):
+                pass
+        except OSError as e:
+            raise ExportError(f"output folder {path} is not writable ({e.strerror}); choose another with --out") from e
+        return path
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ExportError(f"output folder {path} is not writable: {ancestor} is a file; choose another with --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ExportError(f"output folder {path} is not writable ({ancestor} is not writable); choose another with --out")
+    return path
+
+
+def ensure_writable_dir(path: Path | str) -> Path:
+    """:func:`check_writable_dir`, then create the folder: for the moment work is about to be written there."""
+    path = check_writable_dir(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".practise-probe-"):
-            pass
     except OSError as e:
         raise ExportError(f"output folder {path} is not writable ({e.strerror}); choose another with --out") from e
     return path
@@ -46,11 +67,11 @@ def ensure_writable_dir(path: Path | str) -> Path:
 
 def check_output_file(path: Path | str) -> Path:
     """Fail now, not after the work, if a file cannot be written at ``path`` (a folder stands there, or
-    its parent is a file or unwritable). Creates nothing but missing parent folders."""
+    its parent is a file or unwritable). Creates nothing."""
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"{path} is a folder, but a file is written there; remove or rename the folder")
-    ensure_writable_dir(path.parent)
+    check_writable_dir(path.parent)
     return path
 
 
@@ -58,6 +79,7 @@ def check_output_file(path: Path | str) -> Path:
 def atomic_path(dest: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; rename it onto ``dest`` only if the block succeeds."""
     dest = check_output_file(dest)
+    ensure_writable_dir(dest.parent)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)

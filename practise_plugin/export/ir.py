@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError, DataError, ExportError, ModelError
-from ..core.files import atomic_dir, dumps_json, ensure_writable_dir
+from ..core.files import atomic_dir, check_writable_dir, dumps_json
 from ..core.inputs import DataConfig, ImageSet
 from ..core.torch_utils import eval_mode, example_input, first_tensor
 from ..runtime.openvino import compile_cpu, resolve_ir, to_openvino
@@ -199,7 +199,7 @@ def prepare_out_dir(out_dir: str | Path, name: str, extra: tuple[str, ...] = ())
     out_dir = Path(out_dir).expanduser().absolute()
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir} is a file; give a folder for the IR (it is created if missing)")
-    ensure_writable_dir(out_dir.parent)
+    check_writable_dir(out_dir.parent)
     if out_dir.is_dir():
         ours = {f"{name}.xml", f"{name}.bin", f"{name}.json", *extra}
         other = sorted(p.name for p in out_dir.iterdir() if p.name not in ours)
