@@ -56,7 +56,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     The work-stealing scheduler hands each worker a contiguous half and lets an idle worker take from the end
     of the other's queue: with the minute-long runs at the front, what is left at the end are short tests that
-    balance the two workers, instead of a four-minute demo starting last on one of them.
+    balance the two workers, instead of the three-minute demo starting last on one of them.
     """
     slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.module.__name__ not in slow_modules)  # stable: order kept within each group
