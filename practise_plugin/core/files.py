@@ -79,7 +79,7 @@ def check_output_file(path: Path | str) -> Path:
 def atomic_path(dest: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; rename it onto ``dest`` only if the block succeeds."""
     dest = check_output_file(dest)
-    ensure_writable_dir(dest.parent)
+    dest.parent.mkdir(parents=True, exist_ok=True)  # checked just above, as atomic_dir does for its parent
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
